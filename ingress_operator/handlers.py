@@ -1,0 +1,67 @@
+"""kopf handlers: thin wrappers that call `reconcile` and apply what it asks for."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from ingress_operator import metrics
+from ingress_operator.config import Settings
+from ingress_operator.kube import Kube, api_client
+from ingress_operator.models import GROUP, PLURAL, VERSION
+from ingress_operator.reconcile import cleanup, reconcile
+
+RESOURCE = (GROUP, VERSION, PLURAL)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Keep kopf's bookkeeping under our own annotation prefix and finalizer name."""
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 240
+    memo.config = Settings()
+    memo.api = await api_client()
+    memo.kube = Kube(memo.api, memo.config.ingress_namespace)
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    await memo.api.close()
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE)
+async def ensure(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    """Give the ingress its id, stream key and status; retried while a referenced Secret is missing."""
+    with metrics.RECONCILE_SECONDS.time():
+        outcome = await reconcile(memo.kube, memo.config, dict(body))
+    patch.metadata.labels.update(outcome.labels)
+    patch.status.update(outcome.status)
+    if outcome.retry_after is not None and outcome.error is not None:
+        metrics.RECONCILE_ERRORS.labels(outcome.error.reason).inc()
+        raise kopf.TemporaryError(outcome.error.msg, delay=outcome.retry_after)
+
+
+@kopf.on.delete(*RESOURCE)
+async def remove(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """End the session and remove what the ingress owns before the CR goes."""
+    await cleanup(memo.kube, dict(body))
+
+
+@kopf.on.event(*RESOURCE)
+def count(event: kopf.RawEvent, **_: Any) -> None:
+    """Keep the ingresses-by-state gauge current from every watch event."""
+    obj = event["object"]
+    uid = obj.get("metadata", {}).get("uid", "")
+    if event["type"] == "DELETED":
+        metrics.forget_ingress(uid)
+    else:
+        metrics.note_ingress(uid, ((obj.get("status") or {}).get("state") or {}).get("status"))

@@ -1,0 +1,212 @@
+"""The shim as an aiohttp application: LiveKit's Ingress Twirp service backed by the custom
+resources, every other Twirp service proxied to livekit-server, and health and metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from google.protobuf.message import Message
+from kubernetes_asyncio.client.exceptions import ApiException
+from livekit.protocol import ingress as pb
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from ingress_operator.config import Settings
+from ingress_operator.errors import (
+    BadRoute,
+    IngressError,
+    InvalidArgument,
+    InvalidToken,
+    Unavailable,
+)
+from ingress_operator.kube import Kube, api_client
+from ingress_operator.models import snake_path
+from ingress_operator.shim import auth, codec, service
+from ingress_operator.shim.store import IngressStore
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", IngressStore)
+UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
+
+PREFIX = "/twirp/livekit.Ingress/"
+MAX_BODY = 1 << 20
+
+REQUEST_SECONDS = Histogram(
+    "lki_shim_request_seconds",
+    "Ingress API call latency by call and Twirp code",
+    ["call", "code"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+PROXIED = Counter("lki_shim_proxied_requests_total", "Twirp calls proxied to livekit-server", ["status"])
+
+Call = Callable[[IngressStore, Any, Settings], Awaitable["Message | service.ListPage"]]
+
+
+async def _create(store: IngressStore, req: Any, _: Settings) -> Message:
+    return await service.create_ingress(store, req)
+
+
+async def _update(store: IngressStore, req: Any, _: Settings) -> Message:
+    return await service.update_ingress(store, req)
+
+
+async def _delete(store: IngressStore, req: Any, _: Settings) -> Message:
+    return await service.delete_ingress(store, req)
+
+
+async def _list(store: IngressStore, req: Any, settings: Settings) -> service.ListPage:
+    return service.list_ingress(store, req, settings.list_page_size)
+
+
+CALLS: dict[str, tuple[type[Message], Call]] = {
+    "CreateIngress": (pb.CreateIngressRequest, _create),
+    "UpdateIngress": (pb.UpdateIngressRequest, _update),
+    "ListIngress": (pb.ListIngressRequest, _list),
+    "DeleteIngress": (pb.DeleteIngressRequest, _delete),
+}
+
+
+def twirp_error(err: IngressError) -> web.Response:
+    """Render an error as LiveKit does: Twirp JSON, or plain text for a token that fails."""
+    if isinstance(err, InvalidToken):
+        return web.Response(status=401, text=err.msg + "\n", content_type="text/plain")
+    msg = err.msg
+    if isinstance(err, InvalidArgument) and err.field:
+        msg = f"{snake_path(err.field)}: {err.rule}"
+    body: dict[str, Any] = {"code": err.code, "msg": msg}
+    if isinstance(err, BadRoute):
+        body["meta"] = {"twirp_invalid_route": msg}
+    return web.json_response(body, status=err.http_status)
+
+
+async def handle_ingress_call(request: web.Request) -> web.StreamResponse:
+    """POST /twirp/livekit.Ingress/<Method>: auth, route, decode, call, encode."""
+    method = request.match_info["method"]
+    started = time.perf_counter()
+    code = "ok"
+    try:
+        claims = _authenticate(request)
+        if request.method != "POST" or method not in CALLS:
+            raise BadRoute(f"no handler for path {request.path!r}")
+        fmt = codec.wire_format(request.headers.get("Content-Type"))
+        auth.require_ingress_admin(claims)
+        message_type, call = CALLS[method]
+        body = await request.read()
+        req = codec.decode(body, fmt, message_type)
+        settings, store = request.app[SETTINGS], request.app[STORE]
+        result = await call(store, req, settings)
+        if isinstance(result, service.ListPage):
+            data = result.to_json() if fmt == codec.JSON else result.to_proto().SerializeToString()
+        else:
+            data = codec.encode(result, fmt)
+        return web.Response(body=data, content_type=fmt)
+    except IngressError as err:
+        code = err.code
+        return twirp_error(err)
+    except ApiException as err:
+        code = "unavailable" if err.status in (0, 429, 500, 502, 503, 504) else "internal"
+        log.error("kubernetes API call failed", extra={"status": err.status, "reason": err.reason})
+        return twirp_error(
+            Unavailable("the Kubernetes API is unavailable")
+            if code == "unavailable"
+            else IngressError("internal error")
+        )
+    finally:
+        REQUEST_SECONDS.labels(method, code).observe(time.perf_counter() - started)
+
+
+def _authenticate(request: web.Request) -> dict[str, object] | None:
+    """Claims of a verified token, None without a token; InvalidToken for a bad one."""
+    token = auth.token_from(request.headers.get("Authorization"), request.query.get("access_token"))
+    if token is None:
+        return None
+    settings = request.app[SETTINGS]
+    return auth.verify(token, {settings.livekit_api_key: settings.livekit_api_secret.get_secret_value()})
+
+
+_HOP_HEADERS = {
+    "host",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "upgrade",
+}
+
+
+async def proxy_twirp(request: web.Request) -> web.StreamResponse:
+    """Any other Twirp service goes to livekit-server unchanged (auth is livekit-server's)."""
+    upstream = request.app[UPSTREAM]
+    url = request.app[SETTINGS].livekit_server_url.rstrip("/") + request.path_qs
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+    try:
+        async with upstream.request(request.method, url, headers=headers, data=await request.read()) as resp:
+            body = await resp.read()
+            PROXIED.labels(str(resp.status)).inc()
+            out = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP_HEADERS}
+            return web.Response(status=resp.status, body=body, headers=out)
+    except (aiohttp.ClientError, TimeoutError):
+        PROXIED.labels("unavailable").inc()
+        return twirp_error(Unavailable("the LiveKit server is unavailable"))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 once the store has loaded the ingresses."""
+    ready = request.app[STORE].synced.is_set()
+    return web.Response(status=200 if ready else 503, text="ok\n" if ready else "syncing\n")
+
+
+async def metrics(_: web.Request) -> web.Response:
+    resp = web.Response(body=generate_latest())
+    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return resp
+
+
+@web.middleware
+async def never_a_traceback(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Whatever fails becomes a Twirp `internal` error; the traceback goes to the log only."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if request.path.startswith("/twirp/") and exc.status in (404, 405):
+            return twirp_error(BadRoute(f"no handler for path {request.path!r}"))
+        raise
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path})
+        return twirp_error(IngressError("internal error"))
+
+
+def make_app(settings: Settings, store: IngressStore | None = None) -> web.Application:
+    """The shim. Without `store`, it logs in to Kubernetes and watches on startup."""
+    app = web.Application(middlewares=[never_a_traceback], client_max_size=MAX_BODY)
+    app[SETTINGS] = settings
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        api = None
+        if store is None:
+            api = await api_client()
+            app[STORE] = IngressStore(Kube(api, settings.ingress_namespace), settings)
+        else:
+            app[STORE] = store
+        app[UPSTREAM] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        await app[STORE].start()
+        yield
+        await app[STORE].stop()
+        await app[UPSTREAM].close()
+        if api is not None:
+            await api.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_route("*", PREFIX + "{method}", handle_ingress_call)
+    app.router.add_route("*", "/twirp/{service}/{method}", proxy_twirp)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
