@@ -53,7 +53,8 @@ SPEC_RULES: list[dict[str, str]] = [
         "fieldPath": ".enableTranscoding",
     },
     {
-        "rule": f"!({_TRANSCODING_OFF}) || ({_NO_ENCODING.format(k='video')} && {_NO_ENCODING.format(k='audio')})",
+        "rule": f"!({_TRANSCODING_OFF}) || ({_NO_ENCODING.format(k='video')} && "
+        f"{_NO_ENCODING.format(k='audio')})",
         "message": "audio and video encoding options must be empty if transcoding is disabled",
     },
 ]

@@ -9,7 +9,7 @@ import kopf
 
 from ingress_operator import metrics
 from ingress_operator.config import Settings
-from ingress_operator.kube import Kube, api_client
+from ingress_operator.kube import Kube, connect
 from ingress_operator.models import GROUP, PLURAL, VERSION
 from ingress_operator.reconcile import cleanup, reconcile
 
@@ -27,13 +27,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 240
     memo.config = Settings()
-    memo.api = await api_client()
-    memo.kube = Kube(memo.api, memo.config.ingress_namespace)
+    memo.kube = Kube(connect(memo.config.ingress_namespace), memo.config.ingress_namespace)
 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    await memo.api.close()
+    await memo.kube.client.close()
 
 
 @kopf.on.resume(*RESOURCE)

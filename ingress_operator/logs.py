@@ -35,4 +35,10 @@ def setup(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    quiet()
+
+
+def quiet() -> None:
+    """Per-request INFO lines of the HTTP clients drown the events that matter."""
+    for name in ("aiohttp.access", "httpx", "httpx2", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from google.protobuf import json_format
 from livekit.protocol import ingress as pb
 from livekit.protocol import models as pbm
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from ingress_operator.errors import InvalidArgument
@@ -143,7 +143,8 @@ class SecretKeyRef(_Model):
 
 
 class IngressSpec(_Model):
-    """What the user asks for: LiveKit's CreateIngressRequest, camelCased."""
+    """What the user asks for: LiveKit's CreateIngressRequest, camelCased. Fields are in the
+    order LiveKit checks them, so the first error reported is LiveKit's first."""
 
     input_type: InputType = Field(description="RTMP, WHIP or URL; immutable")
     name: str | None = Field(None, description="a human-readable name")
@@ -156,19 +157,12 @@ class IngressSpec(_Model):
         None, description="unset means true for RTMP and URL, false for WHIP; false only for WHIP"
     )
     enabled: bool | None = Field(None, description="unset means true; false refuses new input")
-    audio: AudioOptions | None = None
     video: VideoOptions | None = None
+    audio: AudioOptions | None = None
     stream_key_secret_ref: SecretKeyRef | None = Field(
         None,
         description="RTMP/WHIP: take the stream key from this Secret instead of generating one",
     )
-
-    @field_validator("participant_identity", mode="before")
-    @classmethod
-    def _identity_required(cls, value: Any) -> Any:
-        if not value:
-            raise ValueError("invalid ingress: no participant identity")
-        return value
 
     @property
     def transcoding_enabled(self) -> bool:
@@ -292,19 +286,19 @@ class LiveKitIngress(BaseModel):
 
 # --- validation ------------------------------------------------------------------------------
 
-# What LiveKit says when a field's value is not one it accepts, keyed by the field's name.
+# LiveKit's wording (livekit/protocol ingress/validation.go) for a value it does not accept,
+# keyed by the field's name, prefixed by the kind of parameter ("video" → "invalid video parameters").
 _VALUE_MESSAGES = {
-    "inputType": "invalid ingress type",
     "preset": "invalid preset",
     "videoCodec": "video codec unsupported",
     "audioCodec": "audio codec unsupported",
     "source": "invalid track source",
     "frameRate": "invalid framerate",
     "channels": "invalid audio channel count",
-    "width": "invalid output media dimensions",
-    "height": "invalid output media dimensions",
 }
 _KIND_PREFIX = {"video": "invalid video parameters: ", "audio": "invalid audio parameters: "}
+INVALID_INGRESS = "invalid ingress: "
+INVALID_BYPASS = "invalid transcoding bypass configuration: "
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:
@@ -315,25 +309,28 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _invalid_from(err: ValidationError) -> InvalidArgument:
-    first = err.errors()[0]
-    loc = tuple(first["loc"])
+def _rule_for(error: Any) -> str:
+    """LiveKit's message for one pydantic error."""
+    loc = tuple(error["loc"])
     names = [p for p in loc if isinstance(p, str)]
     last = names[-1] if names else ""
-    if first["type"] == "value_error":
-        rule = str(first["ctx"]["error"])
-    elif first["type"] == "missing" and last == "participantIdentity":
-        rule = "invalid ingress: no participant identity"
-    elif first["type"] == "missing":
-        rule = "required"
-    else:
-        rule = _VALUE_MESSAGES.get(last) or first["msg"]
-        if first["type"] in ("greater_than_equal", "multiple_of") and last in ("width", "height"):
-            rule = "invalid output media dimensions" if first["input"] == 0 else "layer width must be even"
-    prefix = _KIND_PREFIX.get(str(loc[0]), "") if loc and rule in _VALUE_MESSAGES.values() else ""
-    if rule == "layer width must be even":
-        prefix = _KIND_PREFIX["video"]
-    return InvalidArgument(prefix + rule, field_path(loc))
+    if last == "inputType":
+        return "invalid ingress type"
+    if last == "participantIdentity":
+        return INVALID_INGRESS + "no participant identity"
+    if last in ("width", "height"):
+        if error["input"] == 0:
+            return _KIND_PREFIX["video"] + "invalid output media dimensions"
+        if error["type"] == "multiple_of":
+            return INVALID_INGRESS + f"layer {last} must be even"
+    if last in _VALUE_MESSAGES:
+        return _KIND_PREFIX.get(str(loc[0]), "") + _VALUE_MESSAGES[last]
+    return str(error["msg"])
+
+
+def _invalid_from(err: ValidationError) -> InvalidArgument:
+    first = err.errors()[0]
+    return InvalidArgument(_rule_for(first), field_path(tuple(first["loc"])))
 
 
 def parse_spec(data: dict[str, Any]) -> IngressSpec:
@@ -347,52 +344,55 @@ def parse_spec(data: dict[str, Any]) -> IngressSpec:
 
 
 def check_rules(spec: IngressSpec) -> None:
-    """LiveKit's rules across fields; raises InvalidArgument naming the field."""
+    """LiveKit's rules across fields, in LiveKit's order; raises InvalidArgument naming the field."""
     if spec.input_type is InputType.URL:
         if not spec.url:
-            raise InvalidArgument("missing URL parameter", "url")
+            raise InvalidArgument(INVALID_INGRESS + "missing URL parameter", "url")
         scheme = urllib.parse.urlsplit(spec.url).scheme.lower()
         if scheme not in ("http", "https", "srt"):
-            raise InvalidArgument(f"invalid url scheme {scheme}", "url")
+            raise InvalidArgument(INVALID_INGRESS + f"invalid url scheme {scheme}", "url")
         if not spec.room_name:
-            raise InvalidArgument("no room name", "roomName")
+            raise InvalidArgument(INVALID_INGRESS + "no room name", "roomName")
         if spec.enabled is False:
-            raise InvalidArgument("disabled non reusable ingress", "enabled")
+            raise InvalidArgument(INVALID_INGRESS + "disabled non reusable ingress", "enabled")
     if spec.enable_transcoding is False and spec.input_type is not InputType.WHIP:
-        raise InvalidArgument("transcoding can only be disabled for WHIP ingress", "enableTranscoding")
+        raise InvalidArgument(
+            INVALID_BYPASS + "bypassing transcoding impossible with selected input type", "enableTranscoding"
+        )
     if not spec.transcoding_enabled:
         for kind, opts in (("video", spec.video), ("audio", spec.audio)):
             if opts and (opts.preset is not None or opts.options is not None):
                 raise InvalidArgument(
-                    f"{kind} encoding options must be empty if transcoding is disabled", kind
+                    INVALID_BYPASS + f"{kind} encoding options must be empty if transcoding is disabled", kind
                 )
     for kind, opts in (("video", spec.video), ("audio", spec.audio)):
         if opts and opts.preset is not None and opts.options is not None:
-            raise InvalidArgument(f"invalid {kind} parameters: preset and options are exclusive", kind)
+            raise InvalidArgument(_KIND_PREFIX[kind] + "preset and options are exclusive", kind)
     if spec.video and spec.video.options:
         _check_layers(spec.video.options.layers)
 
 
 def _check_layers(layers: list[VideoLayer]) -> None:
+    """One layer per quality; neither side shrinks from LOW to HIGH (equal sides are allowed)."""
     seen: dict[str, int] = {}
     for i, layer in enumerate(layers):
         if layer.quality in seen:
             raise InvalidArgument(
-                "invalid video parameters: more than one layer with the same quality level",
+                _KIND_PREFIX["video"] + "more than one layer with the same quality level",
                 f"video.options.layers[{i}].quality",
             )
         seen[layer.quality] = i
-    area = 0
+    width = height = 0
     for quality in ("LOW", "MEDIUM", "HIGH"):
-        if quality in seen:
-            layer = layers[seen[quality]]
-            if layer.width * layer.height <= area:
-                raise InvalidArgument(
-                    "invalid video parameters: video layers do not have increasing pixel count "
-                    "with increasing quality",
-                    f"video.options.layers[{seen[quality]}]",
-                )
-            area = layer.width * layer.height
+        if quality not in seen:
+            continue
+        i = seen[quality]
+        layer = layers[i]
+        for side, value, previous in (("height", layer.height, height), ("width", layer.width, width)):
+            if value < previous:
+                rule = f"video layers do not have increasing {side} with increasing quality"
+                raise InvalidArgument(_KIND_PREFIX["video"] + rule, f"video.options.layers[{i}].{side}")
+        width, height = layer.width, layer.height
 
 
 def normalize_url(url: str) -> str:

@@ -3,6 +3,7 @@ resources, every other Twirp service proxied to livekit-server, and health and m
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,7 +12,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from google.protobuf.message import Message
-from kubernetes_asyncio.client.exceptions import ApiException
+from lightkube import ApiError
 from livekit.protocol import ingress as pb
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
@@ -23,7 +24,7 @@ from ingress_operator.errors import (
     InvalidToken,
     Unavailable,
 )
-from ingress_operator.kube import Kube, api_client
+from ingress_operator.kube import Kube, connect
 from ingress_operator.models import snake_path
 from ingress_operator.shim import auth, codec, service
 from ingress_operator.shim.store import IngressStore
@@ -82,7 +83,8 @@ def twirp_error(err: IngressError) -> web.Response:
     body: dict[str, Any] = {"code": err.code, "msg": msg}
     if isinstance(err, BadRoute):
         body["meta"] = {"twirp_invalid_route": msg}
-    return web.json_response(body, status=err.http_status)
+    # Exactly `application/json`: the Node SDK reads the Twirp code only then (no charset).
+    return web.Response(body=json.dumps(body).encode(), status=err.http_status, content_type=codec.JSON)
 
 
 async def handle_ingress_call(request: web.Request) -> web.StreamResponse:
@@ -109,9 +111,9 @@ async def handle_ingress_call(request: web.Request) -> web.StreamResponse:
     except IngressError as err:
         code = err.code
         return twirp_error(err)
-    except ApiException as err:
-        code = "unavailable" if err.status in (0, 429, 500, 502, 503, 504) else "internal"
-        log.error("kubernetes API call failed", extra={"status": err.status, "reason": err.reason})
+    except ApiError as err:
+        code = "unavailable" if err.status.code in (429, 500, 502, 503, 504) else "internal"
+        log.error("kubernetes API call failed", extra={"status": err.status.code, "detail": err.status.message})
         return twirp_error(
             Unavailable("the Kubernetes API is unavailable")
             if code == "unavailable"
@@ -190,10 +192,10 @@ def make_app(settings: Settings, store: IngressStore | None = None) -> web.Appli
     app[SETTINGS] = settings
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        api = None
+        client = None
         if store is None:
-            api = await api_client()
-            app[STORE] = IngressStore(Kube(api, settings.ingress_namespace), settings)
+            client = connect(settings.ingress_namespace)
+            app[STORE] = IngressStore(Kube(client, settings.ingress_namespace), settings)
         else:
             app[STORE] = store
         app[UPSTREAM] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
@@ -201,8 +203,8 @@ def make_app(settings: Settings, store: IngressStore | None = None) -> web.Appli
         yield
         await app[STORE].stop()
         await app[UPSTREAM].close()
-        if api is not None:
-            await api.close()
+        if client is not None:
+            await client.close()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_route("*", PREFIX + "{method}", handle_ingress_call)

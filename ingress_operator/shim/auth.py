@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
-import warnings
-
 import jwt
+
+from ingress_operator.errors import InvalidToken, Unauthenticated
 
 # LiveKit's dev secret ("secret") and many deployed ones are shorter than RFC 7518 advises;
 # LiveKit accepts them, so must we, without a warning per request.
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
-
-from ingress_operator.errors import InvalidToken, Unauthenticated
 
 BEARER = "Bearer "
 

@@ -15,21 +15,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-from kubernetes_asyncio.client.exceptions import ApiException
+from lightkube import ApiError
+from lightkube.resources.core_v1 import Secret
 from livekit.protocol import ingress as pb
 from pydantic import ValidationError
 
 from ingress_operator import ids
 from ingress_operator.config import Settings
 from ingress_operator.errors import InvalidArgument, NotFound
-from ingress_operator.kube import Kube, Obj, list_and_watch, secret_value
+from ingress_operator.kube import Kube, LiveKitIngressResource, Obj, as_dict, list_and_watch, secret_value
 from ingress_operator.models import (
-    GROUP,
     ID_LABEL,
-    PLURAL,
     STREAM_KEY_FIELD,
-    VERSION,
     IngressSpec,
     IngressStatus,
     InputType,
@@ -95,7 +92,12 @@ class IngressStore:
             asyncio.create_task(self._watch_ingresses(crs_listed)),
             asyncio.create_task(self._watch_secrets(secrets_listed)),
         ]
-        await asyncio.gather(crs_listed.wait(), secrets_listed.wait())
+        listed: asyncio.Future[Any] = asyncio.gather(crs_listed.wait(), secrets_listed.wait())
+        await asyncio.wait([listed, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in self._tasks:
+            if task.done():
+                listed.cancel()
+                task.result()  # a watcher that died before its first list: raise its error
         self.synced.set()
 
     async def stop(self) -> None:
@@ -104,25 +106,17 @@ class IngressStore:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _watch_ingresses(self, listed: asyncio.Event) -> None:
-        def relist(items: list[Obj]) -> None:
+        def relist(items: list[Any]) -> None:
             self.entries.clear()
             for obj in items:
-                self._apply(obj)
+                self._apply(as_dict(obj))
             listed.set()
 
-        k = self.kube
-        async for kind, obj in _forever(
-            k.custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            k.namespace,
-            PLURAL,
-            on_list=relist,
-        ):
+        async for kind, obj in list_and_watch(self.kube.client, LiveKitIngressResource, on_list=relist):
             if kind == "DELETED":
-                self._forget(obj)
+                self._forget(as_dict(obj))
             else:
-                self._apply(obj)
+                self._apply(as_dict(obj))
 
     async def _watch_secrets(self, listed: asyncio.Event) -> None:
         def relist(items: list[Any]) -> None:
@@ -130,9 +124,7 @@ class IngressStore:
             self._refresh_keys(None)
             listed.set()
 
-        async for kind, secret in _forever(
-            self.kube.core.list_namespaced_secret, self.kube.namespace, on_list=relist
-        ):
+        async for kind, secret in list_and_watch(self.kube.client, Secret, on_list=relist):
             name = secret.metadata.name
             if kind == "DELETED":
                 self.secrets.pop(name, None)
@@ -219,9 +211,10 @@ class IngressStore:
             name = stream_key_secret_name(obj["metadata"]["name"])
             key = await self.kube.create_stream_key_secret(name, obj, ids.new_stream_key())
             self.secrets[name] = {STREAM_KEY_FIELD: base64.b64encode(key.encode()).decode()}
-        entry = self._apply(obj)
-        assert entry is not None
-        return entry
+        # The watch may already hold a newer version of this CR (the operator's status patch).
+        self._apply(obj)
+        self._refresh_keys(stream_key_secret_name(obj["metadata"]["name"]))
+        return self.get(ingress_id)
 
     async def update(self, ingress_id: str, change: Callable[[Entry], IngressSpec]) -> Entry:
         """Replace the spec with `change(entry)`, retrying on a concurrent write."""
@@ -232,10 +225,10 @@ class IngressStore:
             body.pop("status", None)
             try:
                 obj = await self.kube.replace_ingress(body)
-            except ApiException as err:
-                if err.status == 404:
+            except ApiError as err:
+                if err.status.code == 404:
                     raise NotFound() from None
-                if err.status != 409:
+                if err.status.code != 409:
                     raise
                 self._apply(await self.kube.get_ingress(entry.cr.metadata.name))
                 continue
@@ -249,23 +242,12 @@ class IngressStore:
         entry = self.get(ingress_id)
         try:
             await self.kube.delete_ingress(entry.cr.metadata.name)
-        except ApiException as err:
-            if err.status != 404:
+        except ApiError as err:
+            if err.status.code != 404:
                 raise
         self._deleted_uids.add(entry.cr.metadata.uid)
         self.entries.pop(ingress_id, None)
         return entry
-
-
-async def _forever(list_fn: Any, *args: Any, on_list: Callable[[list[Any]], None]) -> Any:
-    """`list_and_watch`, restarted after connection failures."""
-    while True:
-        try:
-            async for item in list_and_watch(list_fn, *args, on_list=on_list):
-                yield item
-        except (OSError, aiohttp.ClientError, TimeoutError) as err:
-            log.warning("lost the API server; retrying", extra={"error": str(err)})
-            await asyncio.sleep(1)
 
 
 def state_after_update(entry: Entry) -> pb.IngressInfo:

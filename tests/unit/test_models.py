@@ -37,12 +37,16 @@ def layers(*dims: tuple[str, int, int]) -> dict[str, Any]:
 REJECTED = [
     ({"inputType": 7, "participantIdentity": "p"}, "inputType", "invalid ingress type"),
     ({"inputType": "RTMP_INPUT"}, "participantIdentity", "invalid ingress: no participant identity"),
-    ({**URL, "url": ""}, "url", "missing URL parameter"),
-    ({**URL, "url": "ftp://h/a"}, "url", "invalid url scheme ftp"),
-    ({**URL, "roomName": ""}, "roomName", "no room name"),
-    ({**URL, "enabled": False}, "enabled", "disabled non reusable ingress"),
-    ({**RTMP, "enableTranscoding": False}, "enableTranscoding", "transcoding can only be disabled"),
-    ({**URL, "enableTranscoding": False}, "enableTranscoding", "transcoding can only be disabled"),
+    ({**URL, "url": ""}, "url", "invalid ingress: missing URL parameter"),
+    ({**URL, "url": "ftp://h/a"}, "url", "invalid ingress: invalid url scheme ftp"),
+    ({**URL, "roomName": ""}, "roomName", "invalid ingress: no room name"),
+    ({**URL, "enabled": False}, "enabled", "invalid ingress: disabled non reusable ingress"),
+    (
+        {**RTMP, "enableTranscoding": False},
+        "enableTranscoding",
+        "invalid transcoding bypass configuration: bypassing transcoding impossible with selected input type",
+    ),
+    ({**URL, "enableTranscoding": False}, "enableTranscoding", "bypassing transcoding impossible"),
     (
         {**WHIP_RAW, "video": {"preset": "H264_720P_30FPS_1_LAYER"}},
         "video",
@@ -78,7 +82,12 @@ REJECTED = [
     (
         {**RTMP, "video": layers(("LOW", 320, 180), ("HIGH", 1281, 720))},
         "video.options.layers[1].width",
-        "layer width must be even",
+        "invalid ingress: layer width must be even",
+    ),
+    (
+        {**RTMP, "video": layers(("HIGH", 1280, 719))},
+        "video.options.layers[0].height",
+        "invalid ingress: layer height must be even",
     ),
     (
         {**RTMP, "video": layers(("HIGH", 640, 360), ("HIGH", 1280, 720))},
@@ -87,8 +96,13 @@ REJECTED = [
     ),
     (
         {**RTMP, "video": layers(("LOW", 1280, 720), ("HIGH", 640, 360))},
-        "video.options.layers[1]",
-        "video layers do not have increasing pixel count with increasing quality",
+        "video.options.layers[1].height",
+        "invalid video parameters: video layers do not have increasing height with increasing quality",
+    ),
+    (
+        {**RTMP, "video": layers(("LOW", 1000, 100), ("HIGH", 400, 300))},
+        "video.options.layers[1].width",
+        "invalid video parameters: video layers do not have increasing width with increasing quality",
     ),
     (
         {**RTMP, "video": {"options": {"frameRate": -1}}},
@@ -122,6 +136,7 @@ ACCEPTED = [
     {**URL, "url": "srt://127.0.0.1:9000?streamid=x"},
     {**RTMP, "video": {"options": {"frameRate": 0, "layers": [{"width": 640, "height": 360}]}}},
     {**RTMP, "video": layers(("LOW", 320, 180), ("MEDIUM", 640, 360), ("HIGH", 1280, 720))},
+    {**RTMP, "video": layers(("LOW", 640, 360), ("HIGH", 640, 360))},
     {**RTMP, "audio": {"options": {"bitrate": 0, "channels": 2, "audioCodec": "OPUS"}}},
     {**RTMP, "video": {"source": "SCREEN_SHARE", "preset": "H264_540P_25FPS_2_LAYERS"}},
     {**RTMP, "enabled": False},

@@ -1,0 +1,104 @@
+"""Clients of the local stack for end-to-end tests: kubectl, the Kubernetes API, LiveKit's API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+from kubernetes_asyncio import client, config
+from livekit import api
+
+T = TypeVar("T")
+
+pytestmark = pytest.mark.e2e
+
+
+async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 15, interval: float = 0.1) -> T:
+    """`check()`'s value once it stops raising AssertionError, within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(interval)
+
+
+class Kubectl:
+    """The real kubectl, against the stack's API server, in the ingress namespace."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = {**os.environ, **env}
+        self.namespace = env["INGRESS_NAMESPACE"]
+
+    def run(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            ["kubectl", "-n", self.namespace, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
+        )
+        if check and proc.returncode:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
+        return proc
+
+    def apply(self, manifest: dict[str, Any] | str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+        return self.run("apply", "-f", "-", stdin=text, check=check)
+
+    def get(self, kind: str, name: str = "") -> dict[str, Any]:
+        """One object as JSON; `kind` may be `kind/name` (as `kubectl get -o name` prints)."""
+        args = [kind, name] if name else [kind]
+        out: dict[str, Any] = json.loads(self.run("get", *args, "-o", "json").stdout)
+        return out
+
+
+@pytest.fixture(scope="session")
+def stack_env(stack: Any) -> dict[str, str]:
+    env: dict[str, str] = dict(stack.env)
+    return env
+
+
+@pytest.fixture(scope="session")
+def kubectl(stack_env: dict[str, str]) -> Kubectl:
+    return Kubectl(stack_env)
+
+
+@pytest.fixture(scope="session")
+async def k8s(stack_env: dict[str, str]) -> AsyncIterator[client.ApiClient]:
+    cfg = client.Configuration()
+    await config.load_kube_config(config_file=stack_env["KUBECONFIG"], client_configuration=cfg)
+    cfg.connection_pool_maxsize = 64
+    async with client.ApiClient(cfg) as api_client:
+        yield api_client
+
+
+@pytest.fixture(scope="session")
+async def lkapi(stack_env: dict[str, str]) -> AsyncIterator[api.LiveKitAPI]:
+    """LiveKit's Python server SDK pointed at the shim (LIVEKIT_URL)."""
+    lk = api.LiveKitAPI(
+        stack_env["LIVEKIT_URL"], stack_env["LIVEKIT_API_KEY"], stack_env["LIVEKIT_API_SECRET"]
+    )
+    yield lk
+    await lk.aclose()
+
+
+def lki(name: str, **spec: Any) -> dict[str, Any]:
+    """A LiveKitIngress manifest."""
+    return {
+        "apiVersion": "ingress.lkop.dev/v1alpha1",
+        "kind": "LiveKitIngress",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
