@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import kopf
 import prometheus_client
 
-from ingress_operator import (
-    handlers,  # noqa: F401  (registers the handlers)
-    logs,
-)
+from ingress_operator import handlers, logs  # importing handlers registers them with kopf
 from ingress_operator.config import Settings
 
 
@@ -16,11 +15,14 @@ def main() -> None:
     settings = Settings()
     kopf.configure(log_format=kopf.LogFormat.JSON, verbose=False)
     logs.quiet()
-    prometheus_client.start_http_server(settings.operator_metrics_port, addr="127.0.0.1")
+    logging.getLogger("kopf.objects").addFilter(
+        lambda record: not record.getMessage().startswith(f"Handler '{handlers.count.__name__}'")
+    )
+    prometheus_client.start_http_server(settings.operator_metrics_port, addr=settings.operator_bind)
     kopf.run(
         namespaces=[settings.ingress_namespace],
         standalone=True,
-        liveness_endpoint=f"http://127.0.0.1:{settings.operator_health_port}/healthz",
+        liveness_endpoint=f"http://{settings.operator_bind}:{settings.operator_health_port}/healthz",
     )
 
 

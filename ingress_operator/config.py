@@ -12,8 +12,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
     ingress_namespace: str = Field("livekit-ingress", description="namespace of the LiveKitIngress objects")
-    livekit_api_key: str = Field("devkey", description="API key the shim accepts")
-    livekit_api_secret: SecretStr = Field(SecretStr("secret"), description="secret of that key")
+    livekit_api_key: str = Field("", description="API key the shim accepts (required by the shim)")
+    livekit_api_secret: SecretStr = Field(SecretStr(""), description="secret of that key")
     livekit_server_url: str = Field(
         "http://127.0.0.1:7880",
         description="livekit-server, for the Twirp services the shim proxies",

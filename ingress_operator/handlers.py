@@ -10,7 +10,7 @@ import kopf
 from ingress_operator import metrics
 from ingress_operator.config import Settings
 from ingress_operator.kube import Kube, connect
-from ingress_operator.models import GROUP, PLURAL, VERSION
+from ingress_operator.models import FINALIZER, GROUP, PLURAL, VERSION
 from ingress_operator.reconcile import cleanup, reconcile
 
 RESOURCE = (GROUP, VERSION, PLURAL)
@@ -19,7 +19,7 @@ RESOURCE = (GROUP, VERSION, PLURAL)
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Keep kopf's bookkeeping under our own annotation prefix and finalizer name."""
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -43,7 +43,8 @@ async def ensure(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
     with metrics.RECONCILE_SECONDS.time():
         outcome = await reconcile(memo.kube, memo.config, dict(body))
     patch.metadata.labels.update(outcome.labels)
-    patch.status.update(outcome.status)
+    current = body.get("status") or {}
+    patch.status.update({k: v for k, v in outcome.status.items() if current.get(k) != v})
     if outcome.retry_after is not None and outcome.error is not None:
         metrics.RECONCILE_ERRORS.labels(outcome.error.reason).inc()
         raise kopf.TemporaryError(outcome.error.msg, delay=outcome.retry_after)

@@ -28,6 +28,8 @@ VERSION = "v1alpha1"
 PLURAL = "livekitingresses"
 KIND = "LiveKitIngress"
 ID_LABEL = f"{GROUP}/id"
+# The operator's finalizer: it ends the session and removes owned objects before the CR goes.
+FINALIZER = f"{GROUP}/finalizer"
 STREAM_KEY_FIELD = "streamKey"
 
 

@@ -22,6 +22,7 @@ from ingress_operator.errors import (
     IngressError,
     InvalidArgument,
     InvalidToken,
+    Malformed,
     Unavailable,
 )
 from ingress_operator.kube import Kube, connect
@@ -99,7 +100,10 @@ async def handle_ingress_call(request: web.Request) -> web.StreamResponse:
         fmt = codec.wire_format(request.headers.get("Content-Type"))
         auth.require_ingress_admin(claims)
         message_type, call = CALLS[method]
-        body = await request.read()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise Malformed(f"the request body is larger than {MAX_BODY} bytes") from None
         req = codec.decode(body, fmt, message_type)
         settings, store = request.app[SETTINGS], request.app[STORE]
         result = await call(store, req, settings)
@@ -112,15 +116,20 @@ async def handle_ingress_call(request: web.Request) -> web.StreamResponse:
         code = err.code
         return twirp_error(err)
     except ApiError as err:
-        code = "unavailable" if err.status.code in (429, 500, 502, 503, 504) else "internal"
-        log.error("kubernetes API call failed", extra={"status": err.status.code, "detail": err.status.message})
-        return twirp_error(
-            Unavailable("the Kubernetes API is unavailable")
-            if code == "unavailable"
-            else IngressError("internal error")
-        )
+        failure = _kube_failure(err)
+        code = failure.code
+        return twirp_error(failure)
     finally:
-        REQUEST_SECONDS.labels(method, code).observe(time.perf_counter() - started)
+        call_label = method if method in CALLS else "unknown"
+        REQUEST_SECONDS.labels(call_label, code).observe(time.perf_counter() - started)
+
+
+def _kube_failure(err: ApiError) -> IngressError:
+    """A Kubernetes API failure as the caller sees it; the details go to the log."""
+    log.error("kubernetes API call failed", extra={"status": err.status.code, "detail": err.status.message})
+    if err.status.code in (429, 500, 502, 503, 504):
+        return Unavailable("the Kubernetes API is unavailable")
+    return IngressError("internal error")
 
 
 def _authenticate(request: web.Request) -> dict[str, object] | None:

@@ -25,6 +25,7 @@ from ingress_operator.config import Settings
 from ingress_operator.errors import InvalidArgument, NotFound
 from ingress_operator.kube import Kube, LiveKitIngressResource, Obj, as_dict, list_and_watch, secret_value
 from ingress_operator.models import (
+    FINALIZER,
     ID_LABEL,
     STREAM_KEY_FIELD,
     IngressSpec,
@@ -203,7 +204,12 @@ class IngressStore:
         ingress_id = ids.new_ingress_id()
         obj = await self.kube.create_ingress(
             {
-                "metadata": {"generateName": "ingress-", "labels": {ID_LABEL: ingress_id}},
+                # With the finalizer set at birth, the operator needn't add it in a write of its own.
+                "metadata": {
+                    "generateName": "ingress-",
+                    "labels": {ID_LABEL: ingress_id},
+                    "finalizers": [FINALIZER],
+                },
                 "spec": spec.to_cr(),
             }
         )
