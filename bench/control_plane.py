@@ -24,17 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio import client, config, watch
+from lightkube import AsyncClient
+from lightkube.config.kubeconfig import KubeConfig
 from livekit import api
 
-warnings.filterwarnings("ignore", message="The HMAC key is")  # the dev secret is short
+from ingress_operator.kube import LiveKitIngressResource
 
-GROUP, VERSION, PLURAL = "ingress.lkop.dev", "v1alpha1", "livekitingresses"
+warnings.filterwarnings("ignore", message="The HMAC key is")  # the dev secret is short
 
 
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def fmt(samples: list[float]) -> str:
@@ -119,37 +120,33 @@ class Bench:
 
 async def kubectl_create_to_id(env: dict[str, str], samples: int) -> list[float]:
     """Create CRs through the Kubernetes API (as kubectl does); time until status.ingressId."""
-    cfg = client.Configuration()
-    await config.load_kube_config(config_file=env["KUBECONFIG"], client_configuration=cfg)
     out: list[float] = []
-    async with client.ApiClient(cfg) as k8s:
-        custom = client.CustomObjectsApi(k8s)
-        ns = env["INGRESS_NAMESPACE"]
+    ns = env["INGRESS_NAMESPACE"]
+    k8s = AsyncClient(KubeConfig.from_file(env["KUBECONFIG"]), namespace=ns)
+    try:
         for i in range(samples):
             name = f"bench-kubectl-{i}"
             body = {
-                "apiVersion": f"{GROUP}/{VERSION}",
+                "apiVersion": "ingress.lkop.dev/v1alpha1",
                 "kind": "LiveKitIngress",
                 "metadata": {"name": name},
                 "spec": {"inputType": "RTMP", "participantIdentity": "bench"},
             }
             start = time.perf_counter()
-            created = await custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
-            async with watch.Watch() as w:
-                async for event in w.stream(
-                    custom.list_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    ns,
-                    PLURAL,
-                    field_selector=f"metadata.name={name}",
-                    resource_version=created["metadata"]["resourceVersion"],
-                    timeout_seconds=30,
-                ):
-                    if (event["object"].get("status") or {}).get("ingressId"):
-                        out.append(time.perf_counter() - start)
-                        break
-            await custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+            created = await k8s.create(LiveKitIngressResource.from_dict(body))
+            events = k8s.watch(
+                LiveKitIngressResource,
+                fields={"metadata.name": name},
+                resource_version=created.metadata.resourceVersion,
+                server_timeout=30,
+            )
+            async for _, obj in events:
+                if (obj.get("status") or {}).get("ingressId"):
+                    out.append(time.perf_counter() - start)
+                    break
+            await k8s.delete(LiveKitIngressResource, name)
+    finally:
+        await k8s.close()
     return out
 
 
@@ -195,7 +192,6 @@ def stack_env() -> Iterator[dict[str, str]]:
     if os.environ.get("LIVEKIT_URL"):
         yield dict(os.environ)
         return
-    sys.path.insert(0, str(Path(__file__).parents[1]))
     from local_stack.stack import Stack
 
     with tempfile.TemporaryDirectory(prefix="lki-bench-") as tmp:
@@ -209,7 +205,9 @@ def stack_env() -> Iterator[dict[str, str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--levels", default="1,100,1000")
     parser.add_argument("--samples", type=int, default=100)
     args = parser.parse_args()

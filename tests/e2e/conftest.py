@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
-from kubernetes_asyncio import client, config
+from lightkube import AsyncClient
+from lightkube.config.kubeconfig import KubeConfig
 from livekit import api
 
 T = TypeVar("T")
@@ -19,9 +20,9 @@ T = TypeVar("T")
 pytestmark = pytest.mark.e2e
 
 
-async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 15, interval: float = 0.1) -> T:
-    """`check()`'s value once it stops raising AssertionError, within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
+async def eventually(check: Callable[[], Awaitable[T]], within: float = 15, interval: float = 0.1) -> T:
+    """`check()`'s value once it stops raising AssertionError, within `within` seconds."""
+    deadline = time.monotonic() + within
     while True:
         try:
             return await check()
@@ -76,12 +77,11 @@ def kubectl(stack_env: dict[str, str]) -> Kubectl:
 
 
 @pytest.fixture(scope="session")
-async def k8s(stack_env: dict[str, str]) -> AsyncIterator[client.ApiClient]:
-    cfg = client.Configuration()
-    await config.load_kube_config(config_file=stack_env["KUBECONFIG"], client_configuration=cfg)
-    cfg.connection_pool_maxsize = 64
-    async with client.ApiClient(cfg) as api_client:
-        yield api_client
+async def k8s(stack_env: dict[str, str]) -> AsyncIterator[AsyncClient]:
+    """lightkube against the stack, in the ingress namespace."""
+    k = AsyncClient(KubeConfig.from_file(stack_env["KUBECONFIG"]), namespace=stack_env["INGRESS_NAMESPACE"])
+    yield k
+    await k.close()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from kubernetes_asyncio import client
+from lightkube import AsyncClient
+from lightkube.resources.core_v1 import Secret
 from livekit import api
 
 from tests.e2e.conftest import Kubectl, eventually, lki
@@ -24,13 +25,12 @@ async def list_by_id(lkapi: api.LiveKitAPI, ingress_id: str) -> api.IngressInfo:
     return res.items[0]
 
 
-async def secret_names(k8s: client.ApiClient, namespace: str) -> set[str]:
-    secrets = await client.CoreV1Api(k8s).list_namespaced_secret(namespace)
-    return {s.metadata.name for s in secrets.items}
+async def secret_names(k8s: AsyncClient, namespace: str) -> set[str]:
+    return {s.metadata.name async for s in k8s.list(Secret, namespace=namespace) if s.metadata}
 
 
 async def test_kubectl_apply_is_listed_by_the_shim_and_delete_removes_it_and_its_secret(
-    kubectl: Kubectl, lkapi: api.LiveKitAPI, k8s: client.ApiClient
+    kubectl: Kubectl, lkapi: api.LiveKitAPI, k8s: AsyncClient
 ) -> None:
     kubectl.apply(lki("kubectl-cam", inputType="RTMP", roomName="kubectl-room", participantIdentity="cam"))
 
@@ -60,7 +60,7 @@ async def test_kubectl_apply_is_listed_by_the_shim_and_delete_removes_it_and_its
 
 
 async def test_stream_key_secret_ref_yields_that_exact_key(
-    kubectl: Kubectl, lkapi: api.LiveKitAPI, k8s: client.ApiClient
+    kubectl: Kubectl, lkapi: api.LiveKitAPI, k8s: AsyncClient
 ) -> None:
     kubectl.apply(
         {
@@ -247,7 +247,7 @@ def _token(env: dict[str, str]) -> str:
 
 
 async def test_operator_killed_and_restarted_converges_with_nothing_lost(
-    stack: Any, kubectl: Kubectl, k8s: client.ApiClient
+    stack: Any, kubectl: Kubectl, k8s: AsyncClient
 ) -> None:
     """While the operator is down, CRs are created and deleted; once back, every live one has
     an id and a key, every deleted one is gone, and no Secret is left without its ingress."""
@@ -266,7 +266,7 @@ async def test_operator_killed_and_restarted_converges_with_nothing_lost(
     stack.start_component("operator")
 
     live = [f"restart-{i}" for i in (2, 3, 4, 5, 7, 8, 9, 10, 11)]
-    await eventually(lambda: reconciled(live), timeout=60)
+    await eventually(lambda: reconciled(live), within=60)
 
     async def converged() -> None:
         names = set(kubectl.run("get", "lki", "-o", "name").stdout.split())
@@ -275,7 +275,7 @@ async def test_operator_killed_and_restarted_converges_with_nothing_lost(
         restart_secrets = {s for s in secrets if s.startswith("restart-")}
         assert restart_secrets == {f"{n}-stream-key" for n in live}
 
-    await eventually(converged, timeout=60)
+    await eventually(converged, within=60)
     kubectl.run("delete", "lki", *live, "--wait=true", "--timeout=60s")
 
 

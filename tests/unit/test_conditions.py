@@ -15,5 +15,7 @@ def test_transition_time_moves_only_when_the_status_changes() -> None:
 
 
 def test_other_conditions_are_kept() -> None:
-    both = set_condition(set_condition([], "Ready", True, "Ready", "", 1), "Publishing", False, "Inactive", "", 1)
+    both = set_condition(
+        set_condition([], "Ready", True, "Ready", "", 1), "Publishing", False, "Inactive", "", 1
+    )
     assert [c["type"] for c in both] == ["Ready", "Publishing"]
