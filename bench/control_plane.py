@@ -192,16 +192,18 @@ def stack_env() -> Iterator[dict[str, str]]:
     if os.environ.get("LIVEKIT_URL"):
         yield dict(os.environ)
         return
-    from local_stack.stack import Stack
+    from local_stack.stack import SlotLock, Stack
 
     with tempfile.TemporaryDirectory(prefix="lki-bench-") as tmp:
-        stack = Stack(Path(tmp), port_base=41000)
+        lock = SlotLock.claim(Path(tmp))
+        stack = Stack(Path(tmp), lock.slot)
         print("starting a private local stack ...", file=sys.stderr)
-        stack.start()
         try:
+            stack.start()
             yield {**os.environ, **stack.env}
         finally:
             stack.stop()
+            lock.release()
 
 
 def main() -> None:

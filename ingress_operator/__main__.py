@@ -13,8 +13,7 @@ from ingress_operator.config import Settings
 
 def main() -> None:
     settings = Settings()
-    kopf.configure(log_format=kopf.LogFormat.JSON, verbose=False)
-    logs.quiet()
+    logs.setup()  # kopf's per-object records keep their object reference as `k8s_ref`
     logging.getLogger("kopf.objects").addFilter(
         lambda record: not record.getMessage().startswith("Handler 'count'")  # one per watch event
     )

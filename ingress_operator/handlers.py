@@ -14,6 +14,7 @@ from ingress_operator.models import FINALIZER, GROUP, PLURAL, VERSION
 from ingress_operator.reconcile import cleanup, reconcile
 
 RESOURCE = (GROUP, VERSION, PLURAL)
+log = logging.getLogger("ingress_operator")
 
 
 @kopf.on.startup()
@@ -44,10 +45,16 @@ async def ensure(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
         outcome = await reconcile(memo.kube, memo.config, dict(body))
     patch.metadata.labels.update(outcome.labels)
     current = body.get("status") or {}
-    patch.status.update({k: v for k, v in outcome.status.items() if current.get(k) != v})
-    if outcome.retry_after is not None and outcome.error is not None:
+    changed = {k: v for k, v in outcome.status.items() if current.get(k) != v}
+    patch.status.update(changed)
+    ingress_id = outcome.status["ingressId"]
+    if changed:
+        log.info("ingress reconciled", extra={"ingress_id": ingress_id, "changed": sorted(changed)})
+    if outcome.error is not None:
         metrics.RECONCILE_ERRORS.labels(outcome.error.reason).inc()
-        raise kopf.TemporaryError(outcome.error.msg, delay=outcome.retry_after)
+        log.warning(outcome.error.msg, extra={"ingress_id": ingress_id, "reason": outcome.error.reason})
+        if outcome.retry_after is not None:
+            raise kopf.TemporaryError(outcome.error.msg, delay=outcome.retry_after)
 
 
 @kopf.on.delete(*RESOURCE)

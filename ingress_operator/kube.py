@@ -19,6 +19,7 @@ from lightkube.config.kubeconfig import KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.resources.core_v1 import Secret
+from lightkube.types import PatchType
 
 from ingress_operator.models import GROUP, ID_LABEL, KIND, PLURAL, STREAM_KEY_FIELD, VERSION
 
@@ -63,8 +64,15 @@ class Kube:
     async def get_ingress(self, name: str) -> Obj:
         return as_dict(await self.client.get(LiveKitIngressResource, name))
 
-    async def replace_ingress(self, body: Obj) -> Obj:
-        return as_dict(await self.client.replace(LiveKitIngressResource.from_dict(body)))
+    async def replace_ingress_spec(self, name: str, resource_version: str, spec: Obj) -> Obj:
+        """Replace the whole spec, if the CR is still at `resource_version` (409 if not)."""
+        ops = [
+            # Setting the version the change was made against makes it a precondition.
+            {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version},
+            {"op": "replace", "path": "/spec", "value": spec},
+        ]
+        obj = await self.client.patch(LiveKitIngressResource, name, ops, patch_type=PatchType.JSON)
+        return as_dict(obj)
 
     async def delete_ingress(self, name: str) -> None:
         await self.client.delete(LiveKitIngressResource, name)

@@ -108,7 +108,7 @@ async def handle_ingress_call(request: web.Request) -> web.StreamResponse:
         settings, store = request.app[SETTINGS], request.app[STORE]
         result = await call(store, req, settings)
         if isinstance(result, service.ListPage):
-            data = result.to_json() if fmt == codec.JSON else result.to_proto().SerializeToString()
+            data = result.to_json() if fmt == codec.JSON else result.to_protobuf()
         else:
             data = codec.encode(result, fmt)
         return web.Response(body=data, content_type=fmt)

@@ -6,10 +6,11 @@ import base64
 import binascii
 
 from livekit.protocol import ingress as pb
+from livekit.protocol import models as pbm
 
-from ingress_operator.errors import InvalidArgument, NotFound
+from ingress_operator.errors import InvalidArgument
 from ingress_operator.models import spec_after_update, spec_from_create
-from ingress_operator.shim.store import Entry, IngressStore, state_after_update
+from ingress_operator.shim.store import Entry, IngressStore
 
 
 async def create_ingress(store: IngressStore, req: pb.CreateIngressRequest) -> pb.IngressInfo:
@@ -20,15 +21,18 @@ async def create_ingress(store: IngressStore, req: pb.CreateIngressRequest) -> p
 
 async def update_ingress(store: IngressStore, req: pb.UpdateIngressRequest) -> pb.IngressInfo:
     """Merge the set fields into the spec; a session in progress is ended by the operator."""
-    entry = await store.update(req.ingress_id, lambda e: spec_after_update(e.cr.spec, req))
-    return state_after_update(entry)
+    entry = await store.update(req.ingress_id, lambda cr: spec_after_update(cr.spec, req))
+    info = entry.info
+    if info.state.status == pb.IngressState.ENDPOINT_ERROR:
+        # LiveKit resets an errored ingress on update (keeping the error text); so does the
+        # operator once it sees the new generation.
+        info.state.status = pb.IngressState.ENDPOINT_INACTIVE
+    return info
 
 
 async def delete_ingress(store: IngressStore, req: pb.DeleteIngressRequest) -> pb.IngressInfo:
     """Delete the CR; the answer is its last info with status INACTIVE."""
-    entry = await store.delete(req.ingress_id)
-    info = pb.IngressInfo()
-    info.CopyFrom(entry.info)
+    info = (await store.delete(req.ingress_id)).info
     info.state.status = pb.IngressState.ENDPOINT_INACTIVE
     return info
 
@@ -40,10 +44,10 @@ def list_ingress(store: IngressStore, req: pb.ListIngressRequest, page_size: int
         return ListPage(entries, "")
     after = _decode_token(req.page_token.token)
     if after:
-        entries = [e for e in entries if (e.cr.ingress_id or "") > after]
+        entries = [e for e in entries if e.ingress_id > after]
     page = entries[:page_size]
     more = len(entries) > page_size
-    return ListPage(page, _encode_token(page[-1].cr.ingress_id or "") if more else "")
+    return ListPage(page, _encode_token(page[-1].ingress_id) if more else "")
 
 
 class ListPage:
@@ -53,17 +57,37 @@ class ListPage:
         self.entries = entries
         self.next_token = next_token
 
-    def to_proto(self) -> pb.ListIngressResponse:
-        resp = pb.ListIngressResponse(items=[e.info for e in self.entries])
+    def to_protobuf(self) -> bytes:
+        """ListIngressResponse on the wire, from each entry's encoded info (field 2, repeated)."""
+        out = bytearray()
+        for entry in self.entries:
+            out += _field(_ITEMS, entry.info_pb)
         if self.next_token:
-            resp.next_page_token.token = self.next_token
-        return resp
+            out += _field(_NEXT_PAGE_TOKEN, _field(_TOKEN, self.next_token.encode()))
+        return bytes(out)
 
     def to_json(self) -> bytes:
         """JSON from each entry's cached rendering: List of many ingresses stays cheap."""
         token = f'{{"token":"{self.next_token}"}}' if self.next_token else "null"
-        items = ",".join(e.json for e in self.entries)
+        items = ",".join(e.info_json for e in self.entries)
         return f'{{"items":[{items}],"next_page_token":{token}}}'.encode()
+
+
+_LIST_FIELDS = pb.ListIngressResponse.DESCRIPTOR.fields_by_name
+_ITEMS = _LIST_FIELDS["items"].number
+_NEXT_PAGE_TOKEN = _LIST_FIELDS["next_page_token"].number
+_TOKEN = pbm.TokenPagination.DESCRIPTOR.fields_by_name["token"].number
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field: tag, varint length, bytes."""
+    out = bytearray([number << 3 | 2])
+    size = len(payload)
+    while size > 0x7F:
+        out.append(size & 0x7F | 0x80)
+        size >>= 7
+    out.append(size)
+    return bytes(out) + payload
 
 
 def _encode_token(after: str) -> str:
@@ -77,6 +101,3 @@ def _decode_token(token: str) -> str:
         return base64.urlsafe_b64decode(token.encode()).decode()
     except (binascii.Error, UnicodeDecodeError):
         raise InvalidArgument("invalid page token", "page_token.token") from None
-
-
-__all__ = ["NotFound", "create_ingress", "delete_ingress", "list_ingress", "update_ingress"]

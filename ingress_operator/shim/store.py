@@ -3,6 +3,10 @@ current by a watch and by the shim's own writes, so List and Get answer from mem
 
 The API server stays the truth: every change goes to it first, and the shim's own writes are
 folded in at once so a caller reads what it just wrote.
+
+An entry holds only strings and bytes (the CR as JSON, its IngressInfo encoded both ways):
+Python's collector never scans those, where a thousand parsed CRs cost every full collection
+about 50 ms, a pause any call could land in.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import base64
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lightkube import ApiError
@@ -29,7 +33,6 @@ from ingress_operator.models import (
     ID_LABEL,
     STREAM_KEY_FIELD,
     IngressSpec,
-    IngressStatus,
     InputType,
     LiveKitIngress,
     ingress_info,
@@ -40,36 +43,45 @@ from ingress_operator.shim.codec import to_json
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Entry:
-    """One listed ingress: the CR, its IngressInfo, and that info's JSON, made once per version."""
+    """One listed ingress, as of one version of its CR (and of its stream key)."""
 
-    cr: LiveKitIngress
-    raw: Obj
-    info: pb.IngressInfo
-    _json: str | None = field(default=None, repr=False)
+    ingress_id: str
+    name: str
+    uid: str
+    resource_version: str
+    room_name: str
+    cr_json: str
+    secret_ref: tuple[str, str] | None
+    info_pb: bytes
+    info_json: str
 
     @property
-    def json(self) -> str:
-        if self._json is None:
-            self._json = json.dumps(to_json(self.info), separators=(",", ":"))
-        return self._json
+    def cr(self) -> LiveKitIngress:
+        return LiveKitIngress.model_validate_json(self.cr_json)
 
     @property
-    def secret_ref(self) -> tuple[str, str] | None:
-        spec = self.cr.spec
-        if spec.input_type is InputType.URL:
-            return None
-        if spec.stream_key_secret_ref:
-            return spec.stream_key_secret_ref.name, spec.stream_key_secret_ref.key
-        return stream_key_secret_name(self.cr.metadata.name), STREAM_KEY_FIELD
+    def info(self) -> pb.IngressInfo:
+        return pb.IngressInfo.FromString(self.info_pb)
 
 
-def _rv(obj: Obj) -> int:
+def _secret_ref(cr: LiveKitIngress) -> tuple[str, str] | None:
+    """(Secret name, key) holding the stream key; None for URL input."""
+    spec = cr.spec
+    if spec.input_type is InputType.URL:
+        return None
+    if spec.stream_key_secret_ref:
+        return spec.stream_key_secret_ref.name, spec.stream_key_secret_ref.key
+    return stream_key_secret_name(cr.metadata.name), STREAM_KEY_FIELD
+
+
+def _newer(held: Entry, meta: Obj) -> bool:
+    """Whether the entry we hold is a later version of the same object than `meta`'s."""
     try:
-        return int(obj["metadata"]["resourceVersion"])
+        return held.uid == meta.get("uid") and int(held.resource_version) > int(meta["resourceVersion"])
     except (KeyError, ValueError):
-        return 0
+        return False
 
 
 class IngressStore:
@@ -133,54 +145,56 @@ class IngressStore:
                 self.secrets[name] = secret.data or {}
             self._refresh_keys(name)
 
-    def _apply(self, obj: Obj) -> Entry | None:
-        """Fold a CR version in (unless older than what we hold); returns its entry."""
+    def _apply(self, obj: Obj) -> None:
+        """Fold a CR version in, unless it is older than the one we hold."""
         meta = obj.get("metadata", {})
         ingress_id = meta.get("labels", {}).get(ID_LABEL)
         if not ingress_id or meta.get("uid") in self._deleted_uids:
-            return None
+            return
         if meta.get("deletionTimestamp"):
             self.entries.pop(ingress_id, None)
-            return None
+            return
         held = self.entries.get(ingress_id)
-        if held and held.raw["metadata"]["uid"] == meta.get("uid") and _rv(held.raw) > _rv(obj):
-            return held
+        if held and _newer(held, meta):
+            return
         try:
             cr = LiveKitIngress.model_validate(obj)
         except ValidationError as err:
             log.warning(
-                "ignoring an invalid LiveKitIngress",
-                extra={"ingress_id": ingress_id, "error": str(err)},
+                "ignoring an invalid LiveKitIngress", extra={"ingress_id": ingress_id, "error": str(err)}
             )
-            return None
-        entry = Entry(cr=cr, raw=obj, info=pb.IngressInfo())
-        entry.info = self._info(entry)
-        self.entries[ingress_id] = entry
-        return entry
+            return
+        self._put(cr)
+
+    def _put(self, cr: LiveKitIngress) -> None:
+        ref = _secret_ref(cr)
+        key = secret_value(self.secrets.get(ref[0]), ref[1]) if ref else None
+        info = ingress_info(cr, key or "", self.settings.rtmp_base_url, self.settings.whip_base_url)
+        self.entries[info.ingress_id] = Entry(
+            ingress_id=info.ingress_id,
+            name=cr.metadata.name,
+            uid=cr.metadata.uid,
+            resource_version=cr.metadata.resourceVersion,
+            room_name=cr.spec.room_name or "",
+            cr_json=cr.model_dump_json(),
+            secret_ref=ref,
+            info_pb=info.SerializeToString(),
+            info_json=json.dumps(to_json(info), separators=(",", ":")),
+        )
 
     def _forget(self, obj: Obj) -> None:
         meta = obj.get("metadata", {})
         self._deleted_uids.discard(meta.get("uid", ""))
-        held = self.entries.get(meta.get("labels", {}).get(ID_LABEL, ""))
-        if held and held.raw["metadata"]["uid"] == meta.get("uid"):
-            del self.entries[held.cr.ingress_id or ""]
-
-    def _stream_key(self, entry: Entry) -> str:
-        ref = entry.secret_ref
-        if ref is None:
-            return ""
-        return secret_value(self.secrets.get(ref[0]), ref[1]) or ""
-
-    def _info(self, entry: Entry) -> pb.IngressInfo:
-        s = self.settings
-        return ingress_info(entry.cr, self._stream_key(entry), s.rtmp_base_url, s.whip_base_url)
+        ingress_id = meta.get("labels", {}).get(ID_LABEL, "")
+        held = self.entries.get(ingress_id)
+        if held and held.uid == meta.get("uid"):
+            del self.entries[ingress_id]
 
     def _refresh_keys(self, secret_name: str | None) -> None:
-        for entry in self.entries.values():
-            ref = entry.secret_ref
-            if ref and (secret_name is None or ref[0] == secret_name):
-                entry.info = self._info(entry)
-                entry._json = None
+        """Rebuild the entries whose stream key lives in this Secret (None: in any)."""
+        for entry in list(self.entries.values()):
+            if entry.secret_ref and (secret_name is None or entry.secret_ref[0] == secret_name):
+                self._put(entry.cr)
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -194,8 +208,8 @@ class IngressStore:
         """Matching entries sorted by id; an id filter wins over a room filter, as in LiveKit."""
         if ingress_id:
             return [self.get(ingress_id)]
-        found = (e for e in self.entries.values() if not room_name or e.cr.spec.room_name == room_name)
-        return sorted(found, key=lambda e: e.cr.ingress_id or "")
+        found = (e for e in self.entries.values() if not room_name or e.room_name == room_name)
+        return sorted(found, key=lambda e: e.ingress_id)
 
     # --- writes -----------------------------------------------------------------------------
 
@@ -213,53 +227,45 @@ class IngressStore:
                 "spec": spec.to_cr(),
             }
         )
+        name = obj["metadata"]["name"]
         if spec.input_type is not InputType.URL and spec.stream_key_secret_ref is None:
-            name = stream_key_secret_name(obj["metadata"]["name"])
-            key = await self.kube.create_stream_key_secret(name, obj, ids.new_stream_key())
-            self.secrets[name] = {STREAM_KEY_FIELD: base64.b64encode(key.encode()).decode()}
-        # The watch may already hold a newer version of this CR (the operator's status patch).
+            secret = stream_key_secret_name(name)
+            key = await self.kube.create_stream_key_secret(secret, obj, ids.new_stream_key())
+            self.secrets[secret] = {STREAM_KEY_FIELD: base64.b64encode(key.encode()).decode()}
+            # The watch may already hold a newer version of this CR (the operator's status patch).
+            self._refresh_keys(secret)
         self._apply(obj)
-        self._refresh_keys(stream_key_secret_name(obj["metadata"]["name"]))
+        log.info("ingress created", extra={"ingress_id": ingress_id, "cr_name": name})
         return self.get(ingress_id)
 
-    async def update(self, ingress_id: str, change: Callable[[Entry], IngressSpec]) -> Entry:
-        """Replace the spec with `change(entry)`, retrying on a concurrent write."""
+    async def update(self, ingress_id: str, change: Callable[[LiveKitIngress], IngressSpec]) -> Entry:
+        """Replace the spec with `change(cr)`, retrying when someone else wrote in between."""
         for _ in range(5):
             entry = self.get(ingress_id)
-            body = dict(entry.raw)
-            body["spec"] = change(entry).to_cr()
-            body.pop("status", None)
+            spec = change(entry.cr)
             try:
-                obj = await self.kube.replace_ingress(body)
+                obj = await self.kube.replace_ingress_spec(entry.name, entry.resource_version, spec.to_cr())
             except ApiError as err:
                 if err.status.code == 404:
                     raise NotFound() from None
                 if err.status.code != 409:
                     raise
-                self._apply(await self.kube.get_ingress(entry.cr.metadata.name))
+                self._apply(await self.kube.get_ingress(entry.name))
                 continue
-            updated = self._apply(obj)
-            assert updated is not None
-            return updated
+            self._apply(obj)
+            log.info("ingress updated", extra={"ingress_id": ingress_id})
+            return self.get(ingress_id)
         raise InvalidArgument("the ingress kept changing; try again")
 
     async def delete(self, ingress_id: str) -> Entry:
         """Delete the CR (its finalizer ends any session; owned objects go with it)."""
         entry = self.get(ingress_id)
         try:
-            await self.kube.delete_ingress(entry.cr.metadata.name)
+            await self.kube.delete_ingress(entry.name)
         except ApiError as err:
             if err.status.code != 404:
                 raise
-        self._deleted_uids.add(entry.cr.metadata.uid)
+        self._deleted_uids.add(entry.uid)
         self.entries.pop(ingress_id, None)
+        log.info("ingress deleted", extra={"ingress_id": ingress_id})
         return entry
-
-
-def state_after_update(entry: Entry) -> pb.IngressInfo:
-    """The info an UpdateIngress returns: an ERROR state goes back to INACTIVE (error kept)."""
-    info = pb.IngressInfo()
-    info.CopyFrom(entry.info)
-    if entry.cr.status.state and entry.cr.status.state.status is IngressStatus.ENDPOINT_ERROR:
-        info.state.status = pb.IngressState.ENDPOINT_INACTIVE
-    return info

@@ -7,12 +7,10 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from lightkube import AsyncClient
-from lightkube.config.kubeconfig import KubeConfig
 from livekit import api
 
 T = TypeVar("T")
@@ -30,6 +28,17 @@ async def eventually(check: Callable[[], Awaitable[T]], within: float = 15, inte
             if time.monotonic() > deadline:
                 raise
         await asyncio.sleep(interval)
+
+
+async def wait_for(check: Callable[[], Awaitable[T | None]], what: str, within: float = 30.0) -> T:
+    """`check()`'s first truthy value, polled every 0.2 s for at most `within` seconds."""
+
+    async def truthy() -> T:
+        value = await check()
+        assert value, f"waiting for {what}; last: {value!r}"
+        return value
+
+    return await eventually(truthy, within=within, interval=0.2)
 
 
 class Kubectl:
@@ -77,14 +86,6 @@ def kubectl(stack_env: dict[str, str]) -> Kubectl:
 
 
 @pytest.fixture(scope="session")
-async def k8s(stack_env: dict[str, str]) -> AsyncIterator[AsyncClient]:
-    """lightkube against the stack, in the ingress namespace."""
-    k = AsyncClient(KubeConfig.from_file(stack_env["KUBECONFIG"]), namespace=stack_env["INGRESS_NAMESPACE"])
-    yield k
-    await k.close()
-
-
-@pytest.fixture(scope="session")
 async def lkapi(stack_env: dict[str, str]) -> AsyncIterator[api.LiveKitAPI]:
     """LiveKit's Python server SDK pointed at the shim (LIVEKIT_URL)."""
     lk = api.LiveKitAPI(
@@ -102,3 +103,12 @@ def lki(name: str, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": spec,
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_tracebacks_in_the_control_plane(stack: Any) -> Iterator[None]:
+    """Whatever the tests did, the operator and the shim never logged a traceback."""
+    yield
+    for component in ("operator", "shim"):
+        log = stack.log_path(component).read_text(errors="replace")
+        assert "Traceback" not in log, f"{component} logged a traceback: see {stack.log_path(component)}"

@@ -8,10 +8,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from lightkube import AsyncClient
-from lightkube.resources.core_v1 import Secret
 from livekit import api
 
+from local_stack.node.kube import Kube
 from tests.e2e.conftest import Kubectl, eventually, lki
 
 pytestmark = pytest.mark.e2e
@@ -25,12 +24,13 @@ async def list_by_id(lkapi: api.LiveKitAPI, ingress_id: str) -> api.IngressInfo:
     return res.items[0]
 
 
-async def secret_names(k8s: AsyncClient, namespace: str) -> set[str]:
-    return {s.metadata.name async for s in k8s.list(Secret, namespace=namespace) if s.metadata}
+async def secret_names(kube: Kube, namespace: str) -> set[str]:
+    listing = await kube.get(f"/api/v1/namespaces/{namespace}/secrets")
+    return {s["metadata"]["name"] for s in listing["items"]}
 
 
 async def test_kubectl_apply_is_listed_by_the_shim_and_delete_removes_it_and_its_secret(
-    kubectl: Kubectl, lkapi: api.LiveKitAPI, k8s: AsyncClient
+    kubectl: Kubectl, lkapi: api.LiveKitAPI, kube: Kube
 ) -> None:
     kubectl.apply(lki("kubectl-cam", inputType="RTMP", roomName="kubectl-room", participantIdentity="cam"))
 
@@ -54,13 +54,13 @@ async def test_kubectl_apply_is_listed_by_the_shim_and_delete_removes_it_and_its
     async def gone() -> None:
         res = await lkapi.ingress.list_ingress(api.ListIngressRequest(room_name="kubectl-room"))
         assert res.items == []
-        assert "kubectl-cam-stream-key" not in await secret_names(k8s, kubectl.namespace)
+        assert "kubectl-cam-stream-key" not in await secret_names(kube, kubectl.namespace)
 
     await eventually(gone)
 
 
 async def test_stream_key_secret_ref_yields_that_exact_key(
-    kubectl: Kubectl, lkapi: api.LiveKitAPI, k8s: AsyncClient
+    kubectl: Kubectl, lkapi: api.LiveKitAPI, kube: Kube
 ) -> None:
     kubectl.apply(
         {
@@ -90,7 +90,7 @@ async def test_stream_key_secret_ref_yields_that_exact_key(
     assert kubectl.get("lki", "pinned")["status"]["streamKeySecret"] == "pinned-key"
     kubectl.run("delete", "lki", "pinned", "--wait=true", "--timeout=30s")
     # The user's Secret is theirs: deleting the ingress leaves it.
-    assert "pinned-key" in await secret_names(k8s, kubectl.namespace)
+    assert "pinned-key" in await secret_names(kube, kubectl.namespace)
     kubectl.run("delete", "secret", "pinned-key")
 
 
@@ -247,7 +247,7 @@ def _token(env: dict[str, str]) -> str:
 
 
 async def test_operator_killed_and_restarted_converges_with_nothing_lost(
-    stack: Any, kubectl: Kubectl, k8s: AsyncClient
+    stack: Any, kubectl: Kubectl, kube: Kube
 ) -> None:
     """While the operator is down, CRs are created and deleted; once back, every live one has
     an id and a key, every deleted one is gone, and no Secret is left without its ingress."""
@@ -271,7 +271,7 @@ async def test_operator_killed_and_restarted_converges_with_nothing_lost(
     async def converged() -> None:
         names = set(kubectl.run("get", "lki", "-o", "name").stdout.split())
         assert not {f"livekitingress.ingress.lkop.dev/restart-{i}" for i in (0, 1, 6)} & names
-        secrets = await secret_names(k8s, kubectl.namespace)
+        secrets = await secret_names(kube, kubectl.namespace)
         restart_secrets = {s for s in secrets if s.startswith("restart-")}
         assert restart_secrets == {f"{n}-stream-key" for n in live}
 

@@ -8,8 +8,8 @@ import contextlib
 import ipaddress
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import pytest_asyncio
@@ -17,22 +17,7 @@ import pytest_asyncio
 from local_stack.node.kube import JSON, Kube, KubeError
 from local_stack.procs import ProcRef
 from local_stack.stack import Stack
-
-T = TypeVar("T")
-
-
-async def wait_for(check: Callable[[], Awaitable[T | None]], what: str, within: float = 30.0) -> T:
-    """`check()`'s first truthy value; fails after `within` s (at most ~within/0.2 polls)."""
-    deadline = time.monotonic() + within
-    last: T | None = None
-    for _ in range(int(within / 0.2) + 1):
-        last = await check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {within:g}s waiting for {what}; last: {last!r}")
+from tests.e2e.conftest import wait_for
 
 
 def cond(pod: JSON, ctype: str) -> dict[str, Any]:

@@ -3,35 +3,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import subprocess
-import time
 import urllib.request
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 from local_stack.node.kube import JSON, Kube
 from local_stack.stack import Stack
-
-T = TypeVar("T")
-
-
-async def wait_for(check: Callable[[], Awaitable[T | None]], what: str, within: float = 30.0) -> T:
-    deadline = time.monotonic() + within
-    last: T | None = None
-    for _ in range(int(within / 0.2) + 1):
-        last = await check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {within:g}s waiting for {what}; last: {last!r}")
+from tests.e2e.conftest import wait_for
 
 
 def configmap(name: str, owner: JSON | None = None) -> JSON:
