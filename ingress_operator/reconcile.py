@@ -12,6 +12,7 @@ from ingress_operator.config import Settings
 from ingress_operator.errors import IngressError, InvalidArgument, StreamKeySecretMissing
 from ingress_operator.kube import Kube, Obj
 from ingress_operator.models import (
+    FINALIZER,
     ID_LABEL,
     STREAM_KEY_FIELD,
     IngressStatus,
@@ -24,12 +25,12 @@ from ingress_operator.models import (
 
 @dataclass
 class Outcome:
-    """The changes one reconcile asks for: labels to set, status fields to patch, and whether
-    (and in how many seconds) to look again."""
+    """What one reconcile asks for: labels to set, the finalizer list (when it must change), the
+    status fields whose value changes, and the error a user should see, if any."""
 
     labels: dict[str, str] = field(default_factory=dict)
+    finalizers: list[str] | None = None
     status: dict[str, Any] = field(default_factory=dict)
-    retry_after: float | None = None
     error: IngressError | None = None
 
 
@@ -65,53 +66,77 @@ def set_condition(
     return [c for c in conditions if c.get("type") != type_] + [new]
 
 
+def up_to_date(body: Obj) -> bool:
+    """Whether the status already reflects this generation of the spec (no API call needed)."""
+    meta, status = body["metadata"], body.get("status") or {}
+    ingress_id = meta.get("labels", {}).get(ID_LABEL)
+    state = status.get("state")
+    publishing: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "Publishing"), {})
+    return bool(
+        ingress_id
+        and status.get("ingressId") == ingress_id
+        and FINALIZER in (meta.get("finalizers") or [])
+        and status.get("observedGeneration") == meta.get("generation")
+        and state
+        and publishing.get("reason") == _publishing(state)[1]
+    )
+
+
+def waiting_for_secret(status: Obj) -> bool:
+    """Whether the ingress waits for its streamKeySecretRef Secret to appear."""
+    ready: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    return bool(ready.get("reason") == StreamKeySecretMissing.reason)
+
+
 async def reconcile(kube: Kube, settings: Settings, body: Obj) -> Outcome:
-    """Bring one LiveKitIngress's id, stream key Secret and status up to date with its spec."""
+    """Bring one LiveKitIngress's id, finalizer, stream key Secret and status up to date."""
     meta, status = body["metadata"], dict(body.get("status") or {})
     generation = int(meta.get("generation", 0))
     out = Outcome()
     ingress_id = meta.get("labels", {}).get(ID_LABEL) or ids.new_ingress_id()
     if meta.get("labels", {}).get(ID_LABEL) != ingress_id:
         out.labels[ID_LABEL] = ingress_id
-    out.status = {"ingressId": ingress_id, "observedGeneration": generation}
-    conditions = list(status.get("conditions") or [])
+    finalizers = list(meta.get("finalizers") or [])
+    if FINALIZER not in finalizers:
+        out.finalizers = [*finalizers, FINALIZER]
+    desired: dict[str, Any] = {"ingressId": ingress_id, "observedGeneration": generation}
     # The live session's pod owns `state`; it is written here only when missing or reset.
-    state = dict(status.get("state") or {})
-    seen = status.get("observedGeneration")
-    if not state:
-        state = out.status["state"] = {"status": IngressStatus.ENDPOINT_INACTIVE.value}
-    elif state.get("status") == IngressStatus.ENDPOINT_ERROR and seen not in (None, generation):
+    state = dict(status.get("state") or {"status": IngressStatus.ENDPOINT_INACTIVE.value})
+    if state.get("status") == IngressStatus.ENDPOINT_ERROR and status.get("observedGeneration") not in (
+        None,
+        generation,
+    ):
         # A changed spec gets a fresh start; LiveKit keeps the old error text beside it.
         state["status"] = IngressStatus.ENDPOINT_INACTIVE.value
-        out.status["state"] = state
+    desired["state"] = state
 
+    conditions = list(status.get("conditions") or [])
     try:
         spec = parse_spec(body.get("spec") or {})
-        out.status["url"] = ingress_url(spec, settings.rtmp_base_url, settings.whip_base_url)
-        out.status["reusable"] = spec.reusable
-        out.status["streamKeySecret"] = await _ensure_stream_key(kube, body, ingress_id, spec)
+        desired["url"] = ingress_url(spec, settings.rtmp_base_url, settings.whip_base_url)
+        desired["reusable"] = spec.reusable
+        desired["streamKeySecret"] = await _ensure_stream_key(kube, body, ingress_id, spec)
     except (InvalidArgument, StreamKeySecretMissing) as err:
         out.error = err
         message = (
             f"spec.{err.field}: {err.rule}" if isinstance(err, InvalidArgument) and err.field else err.msg
         )
         conditions = set_condition(conditions, "Ready", False, err.reason, message, generation)
-        if isinstance(err, StreamKeySecretMissing):
-            out.retry_after = 10
     else:
         waiting = "pulling from the source" if spec.input_type is InputType.URL else "waiting for input"
         conditions = set_condition(conditions, "Ready", True, "Ready", waiting, generation)
-    publishing = state.get("status") == IngressStatus.ENDPOINT_PUBLISHING
-    conditions = set_condition(
-        conditions,
-        "Publishing",
-        publishing,
-        "Publishing" if publishing else _reason(state.get("status")),
-        state.get("error") or "",
-        generation,
-    )
-    out.status["conditions"] = conditions
+    publishing, reason = _publishing(state)
+    message = state.get("error") or ""
+    conditions = set_condition(conditions, "Publishing", publishing, reason, message, generation)
+    desired["conditions"] = conditions
+    out.status = {k: v for k, v in desired.items() if status.get(k) != v}
     return out
+
+
+def _publishing(state: Obj) -> tuple[bool, str]:
+    """The Publishing condition's status and reason for an IngressState."""
+    status = state.get("status") or IngressStatus.ENDPOINT_INACTIVE.value
+    return status == IngressStatus.ENDPOINT_PUBLISHING, _reason(status)
 
 
 def _reason(status: str | None) -> str:
