@@ -150,6 +150,38 @@ async def kubectl_create_to_id(env: dict[str, str], samples: int) -> list[float]
     return out
 
 
+async def apiserver_baseline(env: dict[str, str], samples: int) -> tuple[list[float], list[float]]:
+    """The floor under the shim: the same CR created, and all CRs listed, with no shim between
+    (a Create through the shim is a CR POST plus a Secret POST; a List is answered from memory)."""
+    k8s = AsyncClient(KubeConfig.from_file(env["KUBECONFIG"]), namespace=env["INGRESS_NAMESPACE"])
+    names: list[str] = []
+
+    async def create() -> None:
+        obj = await k8s.create(
+            LiveKitIngressResource.from_dict(
+                {
+                    "apiVersion": "ingress.lkop.dev/v1alpha1",
+                    "kind": "LiveKitIngress",
+                    "metadata": {"generateName": "bench-raw-"},
+                    "spec": {"inputType": "RTMP", "participantIdentity": "bench"},
+                }
+            )
+        )
+        names.append(obj.metadata.name)
+
+    async def list_all() -> None:
+        [o async for o in k8s.list(LiveKitIngressResource)]
+
+    try:
+        creates = await timed(samples, create)
+        for name in names:
+            await k8s.delete(LiveKitIngressResource, name)
+        lists = await timed(min(samples, 50), list_all)
+    finally:
+        await k8s.close()
+    return creates, lists
+
+
 async def run(env: dict[str, str], levels: list[int], samples: int) -> None:
     bench = Bench(env)
     rows: list[tuple[str, str]] = []
@@ -168,9 +200,12 @@ async def run(env: dict[str, str], levels: list[int], samples: int) -> None:
             lists_pb = await timed(
                 min(samples, 50), lambda: bench.lk.ingress.list_ingress(api.ListIngressRequest())
             )
+            raw_creates, raw_lists = await apiserver_baseline(env, samples)
             rows.append((f"CreateIngress with {level} ingresses", fmt(creates)))
+            rows.append(("  baseline: one CR POST straight to kube-apiserver", fmt(raw_creates)))
             rows.append((f"ListIngress of all {total} (JSON)", fmt(lists_json)))
             rows.append((f"ListIngress of all {total} (protobuf)", fmt(lists_pb)))
+            rows.append(("  baseline: LIST of the CRs straight from kube-apiserver", fmt(raw_lists)))
         await asyncio.sleep(5)  # let the operator settle after the burst
         kube = env["KUBECONFIG"]
         for proc in ("lki-operator", "lki-shim"):

@@ -18,6 +18,16 @@ export GOFLAGS=-mod=mod GOTOOLCHAIN=local
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 have() { [ -x "$1" ] && return 0 || return 1; }
 hash_files() { cat "$@" | sha256sum | cut -c1-12; }
+# Run a long command, printing a line a minute so a cold build never looks hung.
+with_progress() {
+  local what=$1 pid t=0; shift
+  "$@" & pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 5; t=$((t + 5))
+    if (( t % 60 == 0 )); then printf '    ... %s: %d min\n' "$what" $((t / 60)) >&2; fi
+  done
+  wait "$pid"
+}
 
 apt_packages() {
   local missing=()
@@ -61,7 +71,7 @@ GO
   (cd "$work" && go mod tidy -e >/dev/null 2>&1 || true
    go mod download
    mkdir -p "$out.tmp"
-   go build -o "$out.tmp/" -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
+   with_progress "building kubernetes" go build -o "$out.tmp/" -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl)
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
@@ -70,7 +80,7 @@ go_install() { # name version package
   local out=$BIN/$1-$2
   have "$out/$(basename "$3" | sed 's/@.*//')" && return
   step "$1 $2 (go install, a few minutes cold)"
-  GOBIN="$out.tmp" GOFLAGS= go install -ldflags "-s -w" "$3@$2"
+  GOBIN="$out.tmp" GOFLAGS= with_progress "building $1" go install -ldflags "-s -w" "$3@$2"
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
@@ -139,7 +149,7 @@ go_sdk() {
   have "$out/go-sdk-check" && return 0
   step "go-sdk-check: go build in tests/go_sdk"
   mkdir -p "$out.tmp"
-  (cd "$dir" && GOFLAGS=-mod=readonly go build -o "$out.tmp/go-sdk-check" .)
+  (cd "$dir" && GOFLAGS=-mod=readonly with_progress "building go-sdk-check" go build -o "$out.tmp/go-sdk-check" .)
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 

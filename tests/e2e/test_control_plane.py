@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -294,3 +295,15 @@ async def test_shim_exposes_health_and_call_metrics(lkapi: api.LiveKitAPI, stack
         async with http.get(stack_env["LIVEKIT_URL"] + "/metrics") as resp:
             text = await resp.text()
     assert 'lki_shim_request_seconds_count{call="ListIngress",code="ok"}' in text
+
+
+async def test_the_example_manifest_works_as_the_readme_says(kubectl: Kubectl) -> None:
+    root = Path(__file__).parents[2]
+    kubectl.run("apply", "-f", str(root / "examples" / "rtmp.yaml"))
+
+    async def ready() -> None:
+        status = kubectl.get("lki", "studio-cam").get("status", {})
+        assert status.get("ingressId") and status.get("url", "").startswith("rtmp://")
+
+    await eventually(ready)
+    kubectl.run("delete", "lki", "studio-cam", "--wait=true", "--timeout=30s")

@@ -17,10 +17,13 @@ from typing import Any
 
 import pytest
 
+from local_stack import tools
+
 pytestmark = pytest.mark.e2e
 
 GO_SDK = Path(__file__).resolve().parents[1] / "go_sdk"
 TESTDATA = GO_SDK / "testdata"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ID_RE = re.compile(r"^IN_[A-Za-z0-9]{12}$")
 KEY_RE = re.compile(r"^[A-Za-z0-9]{12}$")
 NOT_FOUND = {"code": "not_found", "msg": "ingress does not exist"}
@@ -28,26 +31,14 @@ NOT_FOUND = {"code": "not_found", "msg": "ingress does not exist"}
 GoRun = Callable[..., tuple[int, dict[str, Any]]]
 
 
-def _cache_dir() -> Path:
-    if os.environ.get("LKI_CACHE"):
-        return Path(os.environ["LKI_CACHE"])
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "livekit-ingress-k8s"
-
-
-def _sources_mtime() -> float:
-    files = [*GO_SDK.glob("*.go"), GO_SDK / "go.mod", GO_SDK / "go.sum"]
-    return max(f.stat().st_mtime for f in files)
-
-
 @pytest.fixture(scope="session")
 def go_sdk_check(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The binary tools/install.sh built (newest, if not older than the sources), else a fresh build."""
+    """The binary tools/install.sh built for these sources, else a fresh build."""
     if os.environ.get("GO_SDK_CHECK"):
         return Path(os.environ["GO_SDK_CHECK"])
-    built = sorted(_cache_dir().glob("bin/go-sdk-check-*/go-sdk-check"), key=lambda p: p.stat().st_mtime)
-    if built and built[-1].stat().st_mtime >= _sources_mtime():
-        return built[-1]
+    built = tools.go_sdk_check_binary()
+    if built is not None:
+        return built
     if shutil.which("go") is None:
         pytest.skip("go-sdk-check is not built and there is no go toolchain")
     out = tmp_path_factory.mktemp("go-sdk-check") / "go-sdk-check"
@@ -224,3 +215,9 @@ def test_wrong_secret_is_unauthenticated(go: GoRun) -> None:
     assert (rc, err["code"]) == (1, "unauthenticated")
     # a text/plain 401 reaches the Go client as an error from an intermediary
     assert err.get("meta", {}).get("status_code") == "401"
+
+
+def test_the_readme_example_creates_through_the_lk_path(go: GoRun) -> None:
+    info = _ok(go("create", str(EXAMPLES / "ingress.json")))
+    assert ID_RE.match(info["ingress_id"]) and KEY_RE.match(info["stream_key"])
+    assert info["participant_identity"] == "studio-cam-api"
