@@ -72,7 +72,8 @@ async def ensure(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
         patch.metadata["finalizers"] = outcome.finalizers
     patch.status.update(outcome.status)
     ingress_id = outcome.status.get("ingressId") or body.status.get("ingressId")
-    log.info("ingress reconciled", extra={"ingress_id": ingress_id, "changed": sorted(outcome.status)})
+    if outcome.status:
+        log.info("ingress reconciled", extra={"ingress_id": ingress_id, "changed": sorted(outcome.status)})
     if outcome.error is not None:
         metrics.RECONCILE_ERRORS.labels(outcome.error.reason).inc()
         log.warning(outcome.error.msg, extra={"ingress_id": ingress_id, "reason": outcome.error.reason})

@@ -38,11 +38,6 @@ def connect(namespace: str) -> AsyncClient:
     )
 
 
-def is_status(err: BaseException, *codes: int) -> bool:
-    """Whether `err` is an API error with one of these HTTP statuses."""
-    return isinstance(err, ApiError) and err.status.code in codes
-
-
 def as_dict(obj: Any) -> Obj:
     """A lightkube object (typed or generic) as the plain dict the API server sent."""
     out: Obj = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
@@ -76,9 +71,6 @@ class Kube:
 
     async def delete_ingress(self, name: str) -> None:
         await self.client.delete(LiveKitIngressResource, name)
-
-    async def list_ingresses(self) -> list[Obj]:
-        return [as_dict(o) async for o in self.client.list(LiveKitIngressResource)]
 
     # Secrets
     async def create_stream_key_secret(self, name: str, owner: Obj, stream_key: str) -> str:

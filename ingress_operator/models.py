@@ -17,7 +17,6 @@ from typing import Annotated, Any, Literal
 
 from google.protobuf import json_format
 from livekit.protocol import ingress as pb
-from livekit.protocol import models as pbm
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
@@ -509,12 +508,6 @@ def ingress_info(
         elif spec.input_type is InputType.URL:
             getattr(info, kind).SetInParent()
     return info
-
-
-def track_info(track: pbm.TrackInfo) -> TrackInfo:
-    """The status subset of a published TrackInfo."""
-    data = json_format.MessageToDict(track, always_print_fields_with_no_presence=True)
-    return TrackInfo.model_validate(data)
 
 
 _SNAKE = re.compile(r"(?<!^)(?=[A-Z])")

@@ -1,19 +1,29 @@
-"""Clients of the local stack for end-to-end tests: kubectl, the Kubernetes API, LiveKit's API."""
+"""Clients of the local stack for end-to-end tests: kubectl, LiveKit's Python, Go and Node SDKs."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from livekit import api
 
+from local_stack import tools
+
 T = TypeVar("T")
+
+TESTS = Path(__file__).resolve().parents[1]
+GO_SDK = TESTS / "go_sdk"
+NODE_SDK = TESTS / "node_sdk"
+GoRun = Callable[..., tuple[int, dict[str, Any]]]
+NodeRun = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 pytestmark = pytest.mark.e2e
 
@@ -112,3 +122,83 @@ def no_tracebacks_in_the_control_plane(stack: Any) -> Iterator[None]:
     for component in ("operator", "shim"):
         log = stack.log_path(component).read_text(errors="replace")
         assert "Traceback" not in log, f"{component} logged a traceback: see {stack.log_path(component)}"
+
+
+# --- the Go server SDK (the `lk` path) and the Node SDK, as subprocesses -------------------
+
+
+@pytest.fixture(scope="session")
+def go_sdk_check(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The binary tools/install.sh built for these sources, else a fresh build."""
+    if os.environ.get("GO_SDK_CHECK"):
+        return Path(os.environ["GO_SDK_CHECK"])
+    built = tools.go_sdk_check_binary()
+    if built is not None:
+        return built
+    if shutil.which("go") is None:
+        pytest.skip("go-sdk-check is not built and there is no go toolchain")
+    out = tmp_path_factory.mktemp("go-sdk-check") / "go-sdk-check"
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
+    subprocess.run(["go", "build", "-o", str(out), "."], cwd=GO_SDK, env=env, check=True, timeout=900)
+    return out
+
+
+@pytest.fixture(scope="module")
+def go(stack: Any, go_sdk_check: Path) -> Iterator[GoRun]:
+    """Runs go-sdk-check against the shim; deletes what it created when the module ends."""
+    env = {**os.environ, **stack.env}
+    created: list[str] = []
+
+    def run(*args: str, env_override: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+        proc = subprocess.run(
+            [str(go_sdk_check), *args],
+            env={**env, **(env_override or {})},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.stdout.strip(), f"no output from {args}: {proc.stderr}"
+        out = json.loads(proc.stdout)
+        if proc.returncode == 0 and args[0] in ("create", "example"):
+            created.append(out["ingress_id"])
+        return proc.returncode, out
+
+    yield run
+    for ingress_id in created:
+        run("delete", ingress_id)
+
+
+@pytest.fixture(scope="session")
+def node_sdk() -> Path:
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    if not (NODE_SDK / "node_modules" / "livekit-server-sdk").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_SDK, check=True, timeout=300)
+    return NODE_SDK / "check.mjs"
+
+
+@pytest.fixture(scope="module")
+def node(stack: Any, node_sdk: Path) -> Iterator[NodeRun]:
+    """Runs one op of check.mjs against the shim; deletes what it created when the module ends."""
+    env = {**os.environ, **stack.env}
+    created: list[str] = []
+
+    def run(op: str, req: dict[str, Any]) -> dict[str, Any]:
+        proc = subprocess.run(
+            ["node", str(node_sdk), json.dumps({"op": op, "req": req})],
+            cwd=NODE_SDK,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.stdout.strip(), f"no output from {op} {req}: {proc.stderr}"
+        out: dict[str, Any] = json.loads(proc.stdout)
+        assert (proc.returncode == 0) == ("error" not in out), (proc.returncode, out)
+        if op == "create" and "error" not in out:
+            created.append(out["ingressId"])
+        return out
+
+    yield run
+    for ingress_id in created:
+        run("delete", {"ingressId": ingress_id})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from livekit import api
 
 from local_stack.node.kube import Kube
-from tests.e2e.conftest import Kubectl, eventually, lki
+from tests.e2e.conftest import GoRun, Kubectl, NodeRun, eventually, lki
 
 pytestmark = pytest.mark.e2e
 
@@ -307,3 +308,47 @@ async def test_the_example_manifest_works_as_the_readme_says(kubectl: Kubectl) -
 
     await eventually(ready)
     kubectl.run("delete", "lki", "studio-cam", "--wait=true", "--timeout=30s")
+
+
+async def test_every_client_sees_the_same_ingresses(
+    go: GoRun, node: NodeRun, lkapi: api.LiveKitAPI, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """One ingress made by each of kubectl, the Go SDK (`lk`'s path), the Node SDK and the Python
+    SDK; each client lists all four, with the same ids and stream keys."""
+    room = "every-client"
+    kubectl.apply(lki("from-kubectl", inputType="RTMP", roomName=room, participantIdentity="kubectl"))
+    request = tmp_path / "ingress.json"
+    request.write_text(json.dumps({"input_type": 1, "room_name": room, "participant_identity": "go"}))
+    rc, from_go = go("create", str(request))
+    assert rc == 0, from_go
+    from_node = node("create", {"inputType": "RTMP_INPUT", "roomName": room, "participantIdentity": "node"})
+    from_python = await lkapi.ingress.create_ingress(
+        api.CreateIngressRequest(
+            input_type=api.IngressInput.URL_INPUT,
+            room_name=room,
+            participant_identity="python",
+            url="http://127.0.0.1:9/x.mp4",
+        )
+    )
+
+    async def listed_by_python() -> dict[str, str]:
+        items = (await lkapi.ingress.list_ingress(api.ListIngressRequest(room_name=room))).items
+        assert len(items) == 4
+        return {i.participant_identity: f"{i.ingress_id}/{i.stream_key}" for i in items}
+
+    seen = await eventually(listed_by_python)
+    assert seen["go"] == f"{from_go['ingress_id']}/{from_go['stream_key']}"
+    assert seen["node"] == f"{from_node['ingressId']}/{from_node['streamKey']}"
+    assert seen["python"] == f"{from_python.ingress_id}/"
+    rc, by_go = go("list", "--room", room)
+    assert rc == 0
+    assert {i["participant_identity"]: f"{i['ingress_id']}/{i['stream_key']}" for i in by_go["items"]} == seen
+    by_node = node("list", {"roomName": room})["items"]
+    assert {i["participantIdentity"]: f"{i['ingressId']}/{i['streamKey']}" for i in by_node} == seen
+    crs = json.loads(
+        kubectl.run("get", "lki", "--field-selector", f"spec.roomName={room}", "-o", "json").stdout
+    )
+    assert {c["spec"]["participantIdentity"]: c["metadata"]["labels"][ID_LABEL] for c in crs["items"]} == {
+        who: ids.split("/")[0] for who, ids in seen.items()
+    }
+    kubectl.run("delete", "lki", "--field-selector", f"spec.roomName={room}", "--wait=true", "--timeout=60s")

@@ -7,69 +7,21 @@ protojson.Unmarshal of an ingress.json into the request and a call of lksdk.Ingr
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from local_stack import tools
+from tests.e2e.conftest import GO_SDK, GoRun
 
 pytestmark = pytest.mark.e2e
 
-GO_SDK = Path(__file__).resolve().parents[1] / "go_sdk"
 TESTDATA = GO_SDK / "testdata"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ID_RE = re.compile(r"^IN_[A-Za-z0-9]{12}$")
 KEY_RE = re.compile(r"^[A-Za-z0-9]{12}$")
 NOT_FOUND = {"code": "not_found", "msg": "ingress does not exist"}
-
-GoRun = Callable[..., tuple[int, dict[str, Any]]]
-
-
-@pytest.fixture(scope="session")
-def go_sdk_check(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The binary tools/install.sh built for these sources, else a fresh build."""
-    if os.environ.get("GO_SDK_CHECK"):
-        return Path(os.environ["GO_SDK_CHECK"])
-    built = tools.go_sdk_check_binary()
-    if built is not None:
-        return built
-    if shutil.which("go") is None:
-        pytest.skip("go-sdk-check is not built and there is no go toolchain")
-    out = tmp_path_factory.mktemp("go-sdk-check") / "go-sdk-check"
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
-    subprocess.run(["go", "build", "-o", str(out), "."], cwd=GO_SDK, env=env, check=True, timeout=900)
-    return out
-
-
-@pytest.fixture(scope="module")
-def go(stack: Any, go_sdk_check: Path) -> Iterator[GoRun]:
-    """Runs go-sdk-check against the shim; deletes what it created when the module ends."""
-    env = {**os.environ, **stack.env}
-    created: list[str] = []
-
-    def run(*args: str, env_override: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-        proc = subprocess.run(
-            [str(go_sdk_check), *args],
-            env={**env, **(env_override or {})},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert proc.stdout.strip(), f"no output from {args}: {proc.stderr}"
-        out = json.loads(proc.stdout)
-        if proc.returncode == 0 and args[0] in ("create", "example"):
-            created.append(out["ingress_id"])
-        return proc.returncode, out
-
-    yield run
-    for ingress_id in created:
-        run("delete", ingress_id)
 
 
 def _ok(result: tuple[int, dict[str, Any]]) -> dict[str, Any]:

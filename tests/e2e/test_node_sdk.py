@@ -6,62 +6,19 @@ camelCase as the SDK's IngressInfo objects print, errors the TwirpError's code/s
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import subprocess
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import NodeRun
+
 pytestmark = pytest.mark.e2e
 
-NODE_SDK = Path(__file__).resolve().parents[1] / "node_sdk"
 ID_RE = re.compile(r"^IN_[A-Za-z0-9]{12}$")
 KEY_RE = re.compile(r"^[A-Za-z0-9]{12}$")
 SOURCE_URL = "http://127.0.0.1:9/e2e-node.mp4"  # nothing listens there: the pull just fails
-
-NodeRun = Callable[[str, dict[str, Any]], dict[str, Any]]
-
-
-@pytest.fixture(scope="session")
-def node_sdk() -> Path:
-    if shutil.which("node") is None:
-        pytest.skip("node is not installed")
-    if not (NODE_SDK / "node_modules" / "livekit-server-sdk").is_dir():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_SDK, check=True, timeout=300)
-    return NODE_SDK / "check.mjs"
-
-
-@pytest.fixture(scope="module")
-def node(stack: Any, node_sdk: Path) -> Iterator[NodeRun]:
-    """Runs one op of check.mjs against the shim; deletes what it created when the module ends."""
-    env = {**os.environ, **stack.env}
-    created: list[str] = []
-
-    def run(op: str, req: dict[str, Any]) -> dict[str, Any]:
-        proc = subprocess.run(
-            ["node", str(node_sdk), json.dumps({"op": op, "req": req})],
-            cwd=NODE_SDK,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert proc.stdout.strip(), f"no output from {op} {req}: {proc.stderr}"
-        out: dict[str, Any] = json.loads(proc.stdout)
-        assert (proc.returncode == 0) == ("error" not in out), (proc.returncode, out)
-        if op == "create" and "error" not in out:
-            created.append(out["ingressId"])
-        return out
-
-    yield run
-    for ingress_id in created:
-        run("delete", {"ingressId": ingress_id})
 
 
 def _room() -> str:
