@@ -15,7 +15,8 @@ def main() -> None:
     settings = Settings()
     logs.setup()  # kopf's per-object records keep their object reference as `k8s_ref`
     logging.getLogger("kopf.objects").addFilter(
-        lambda record: not record.getMessage().startswith("Handler 'observe'")  # one per watch event
+        # one success line per watch event drowns the rest; failures still show
+        lambda record: not record.getMessage().startswith("Handler 'observe' succeeded")
     )
     prometheus_client.start_http_server(settings.operator_metrics_port, addr=settings.operator_bind)
     kopf.run(

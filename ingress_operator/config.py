@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     shim_port: int = 7890
     rtmp_base_url: str = Field("rtmp://127.0.0.1:1935/x", description="RTMP push URL given to ingresses")
     whip_base_url: str = Field("http://127.0.0.1:8080/w", description="WHIP endpoint given to ingresses")
-    list_page_size: int = Field(100, description="ListIngress page size when a page_token is sent")
+    list_page_size: int = Field(100, ge=1, description="ListIngress page size when a page_token is sent")
     operator_health_port: int = 8081
     operator_metrics_port: int = 8082
     operator_bind: str = "127.0.0.1"

@@ -1,27 +1,30 @@
 """kopf handlers: thin wrappers that call `reconcile` and apply what it asks for.
 
 The operator is level-triggered: every version of every LiveKitIngress passes through
-`observe`, which does nothing when the status already matches the spec and reconciles when
-it does not. kopf's change-detection handlers (on.create/on.update/on.delete) are not used,
-so kopf writes no annotations of its own into the objects (nothing for Argo CD or Flux to
-see) and each new ingress costs one status write instead of three.
+`observe`, which does nothing when the status already matches the spec and reconciles when it
+does not. kopf serves as the watch and the per-object queue only: no change-detection
+handlers, timers or daemons, so kopf writes no annotations or finalizers of its own into the
+objects (nothing for Argo CD or Flux to see), and each new ingress costs one status write.
+A reconcile that fails (the API server busy, a referenced Secret not there yet) is retried
+with back-off by `Retries`, until it succeeds or a newer version of the object arrives.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import kopf
+from lightkube import ApiError
 
 from ingress_operator import metrics
 from ingress_operator.config import Settings
-from ingress_operator.kube import Kube, connect
-from ingress_operator.models import FINALIZER, GROUP, PLURAL, VERSION
-from ingress_operator.reconcile import cleanup, reconcile, up_to_date, waiting_for_secret
+from ingress_operator.kube import Kube, Obj, connect
+from ingress_operator.models import GROUP, PLURAL, VERSION
+from ingress_operator.reconcile import apply, finish_deletion, reconcile, up_to_date
 
 RESOURCE = (GROUP, VERSION, PLURAL)
-RETRY_SECONDS = 10
 log = logging.getLogger("ingress_operator")
 
 
@@ -31,49 +34,93 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 240
     memo.config = Settings()
     memo.kube = Kube(connect(memo.config.ingress_namespace), memo.config.ingress_namespace)
+    memo.retries = Retries(memo)
 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    memo.retries.cancel_all()
     await memo.kube.client.close()
 
 
 @kopf.on.event(*RESOURCE)
-async def observe(
-    event: kopf.RawEvent, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
-) -> None:
-    """Reconcile an ingress whose status is behind its spec; clean up one being deleted."""
+async def observe(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Every version of every ingress: reconcile it if its status is behind its spec."""
     uid = body.metadata.uid or ""
+    memo.retries.cancel(body.metadata.name)
     if event["type"] == "DELETED":
         metrics.forget_ingress(uid)
         return
     metrics.note_ingress(uid, (body.status.get("state") or {}).get("status"))
-    finalizers = list(body.metadata.get("finalizers") or [])
-    if body.metadata.get("deletionTimestamp"):
-        if FINALIZER in finalizers:
-            await cleanup(memo.kube, dict(body))
-            patch.metadata["finalizers"] = [f for f in finalizers if f != FINALIZER]
+    await converge(memo, dict(body))
+
+
+async def converge(memo: kopf.Memo, body: Obj) -> None:
+    """Reconcile or finish deleting one version of an ingress; on failure, try again later."""
+    name = body["metadata"]["name"]
+    try:
+        if body["metadata"].get("deletionTimestamp"):
+            await finish_deletion(memo.kube, body)
+            return
+        if up_to_date(body):
+            return
+        with metrics.RECONCILE_SECONDS.time():
+            outcome = await reconcile(memo.kube, memo.config, body)
+        await apply(memo.kube, body, outcome)
+    except Exception as err:  # an event handler's failure is dropped by kopf: log it and retry
+        metrics.RECONCILE_ERRORS.labels(type(err).__name__).inc()
+        log.warning("reconcile failed; will retry", extra={"cr_name": name, "error": str(err)})
+        memo.retries.schedule(name)
         return
-    if not up_to_date(dict(body)):
-        await ensure(body, patch, memo)
-
-
-@kopf.timer(*RESOURCE, interval=RETRY_SECONDS, when=lambda status, **_: waiting_for_secret(dict(status)))
-async def retry(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    """Look again for a streamKeySecretRef Secret that did not exist yet."""
-    await ensure(body, patch, memo)
-
-
-async def ensure(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
-    with metrics.RECONCILE_SECONDS.time():
-        outcome = await reconcile(memo.kube, memo.config, dict(body))
-    patch.metadata.labels.update(outcome.labels)
-    if outcome.finalizers is not None:
-        patch.metadata["finalizers"] = outcome.finalizers
-    patch.status.update(outcome.status)
-    ingress_id = outcome.status.get("ingressId") or body.status.get("ingressId")
+    ingress_id = outcome.status.get("ingressId") or (body.get("status") or {}).get("ingressId")
     if outcome.status:
         log.info("ingress reconciled", extra={"ingress_id": ingress_id, "changed": sorted(outcome.status)})
     if outcome.error is not None:
         metrics.RECONCILE_ERRORS.labels(outcome.error.reason).inc()
         log.warning(outcome.error.msg, extra={"ingress_id": ingress_id, "reason": outcome.error.reason})
+    if outcome.retry:
+        memo.retries.schedule(name)
+    else:
+        memo.retries.cancel(name)
+
+
+class Retries:
+    """One pending retry per object, with exponential back-off; a new event for the object
+    replaces it (the event is reconciled at once)."""
+
+    FIRST, LAST = 1.0, 30.0
+
+    def __init__(self, memo: kopf.Memo) -> None:
+        self.memo = memo
+        self.pending: dict[str, asyncio.Task[None]] = {}
+        self.delays: dict[str, float] = {}
+
+    def schedule(self, name: str) -> None:
+        delay = self.delays.get(name, self.FIRST / 2) * 2
+        self.delays[name] = min(delay, self.LAST)
+        self.cancel(name, keep_delay=True)
+        self.pending[name] = asyncio.create_task(self._later(name, self.delays[name]))
+
+    def cancel(self, name: str, keep_delay: bool = False) -> None:
+        task = self.pending.pop(name, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        if not keep_delay:
+            self.delays.pop(name, None)
+
+    def cancel_all(self) -> None:
+        for name in list(self.pending):
+            self.cancel(name)
+
+    async def _later(self, name: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self.pending.pop(name, None)
+        try:
+            body = await self.memo.kube.get_ingress(name)
+        except ApiError as err:
+            if err.status.code == 404:
+                self.delays.pop(name, None)
+                return
+            self.schedule(name)
+            return
+        await converge(self.memo, body)

@@ -69,6 +69,11 @@ class Kube:
         obj = await self.client.patch(LiveKitIngressResource, name, ops, patch_type=PatchType.JSON)
         return as_dict(obj)
 
+    async def patch_ingress(self, name: str, patch: Obj, *, status: bool = False) -> Obj:
+        """A JSON merge patch of the object, or of its status subresource."""
+        resource = LiveKitIngressResource.Status if status else LiveKitIngressResource
+        return as_dict(await self.client.patch(resource, name, patch, patch_type=PatchType.MERGE))
+
     async def delete_ingress(self, name: str) -> None:
         await self.client.delete(LiveKitIngressResource, name)
 
@@ -122,7 +127,10 @@ class Kube:
 def secret_value(data: dict[str, str] | None, key: str) -> str | None:
     """A Secret's `data` value (base64) decoded, or None."""
     raw = (data or {}).get(key)
-    return base64.b64decode(raw).decode() if raw else None
+    try:
+        return base64.b64decode(raw).decode() if raw else None
+    except (ValueError, UnicodeDecodeError):  # not text: not a usable stream key
+        return None
 
 
 async def list_and_watch(

@@ -105,7 +105,9 @@ class VideoEncodingOptions(_Model):
     """Custom video encoding: codec, frame rate and layers (lower layers computed when omitted)."""
 
     video_codec: VideoCodec = Field("DEFAULT_VC", description="DEFAULT_VC (H.264), H264_BASELINE or VP8")
-    frame_rate: float = Field(0, ge=0, description="frames per second; 0 means the default (30)")
+    frame_rate: float = Field(
+        0, ge=0, allow_inf_nan=False, description="frames per second; 0 means the default (30)"
+    )
     layers: list[VideoLayer] = Field(default_factory=list, max_length=3)
 
 
@@ -349,7 +351,10 @@ def check_rules(spec: IngressSpec) -> None:
     if spec.input_type is InputType.URL:
         if not spec.url:
             raise InvalidArgument(INVALID_INGRESS + "missing URL parameter", "url")
-        scheme = urllib.parse.urlsplit(spec.url).scheme.lower()
+        try:
+            scheme = urllib.parse.urlsplit(spec.url).scheme.lower()
+        except ValueError as err:
+            raise InvalidArgument(f"{INVALID_INGRESS}invalid url: {err}", "url") from None
         if scheme not in ("http", "https", "srt"):
             raise InvalidArgument(INVALID_INGRESS + f"invalid url scheme {scheme}", "url")
         if not spec.room_name:
@@ -446,7 +451,10 @@ def spec_from_create(req: pb.CreateIngressRequest) -> IngressSpec:
     data["inputType"] = pb.IngressInput.Name(req.input_type).removesuffix("_INPUT")
     data.setdefault("participantIdentity", "")
     if req.input_type == pb.URL_INPUT and req.url:
-        data["url"] = normalize_url(req.url)
+        try:
+            data["url"] = normalize_url(req.url)
+        except ValueError as err:
+            raise InvalidArgument(f"{INVALID_INGRESS}invalid url: {err}", "url") from None
     return parse_spec(data)
 
 

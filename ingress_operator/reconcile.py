@@ -32,6 +32,7 @@ class Outcome:
     finalizers: list[str] | None = None
     status: dict[str, Any] = field(default_factory=dict)
     error: IngressError | None = None
+    retry: bool = False
 
 
 def now() -> datetime:
@@ -79,6 +80,7 @@ def up_to_date(body: Obj) -> bool:
         and status.get("observedGeneration") == meta.get("generation")
         and state
         and publishing.get("reason") == _publishing(state)[1]
+        and not waiting_for_secret(status)
     )
 
 
@@ -122,6 +124,7 @@ async def reconcile(kube: Kube, settings: Settings, body: Obj) -> Outcome:
             f"spec.{err.field}: {err.rule}" if isinstance(err, InvalidArgument) and err.field else err.msg
         )
         conditions = set_condition(conditions, "Ready", False, err.reason, message, generation)
+        out.retry = isinstance(err, StreamKeySecretMissing)  # the Secret may yet be created
     else:
         waiting = "pulling from the source" if spec.input_type is InputType.URL else "waiting for input"
         conditions = set_condition(conditions, "Ready", True, "Ready", waiting, generation)
@@ -160,8 +163,32 @@ async def _ensure_stream_key(kube: Kube, body: Obj, ingress_id: str, spec: Any) 
     return name
 
 
-async def cleanup(kube: Kube, body: Obj) -> None:
-    """Before the CR goes: remove the owned stream key Secret (never a referenced one)."""
-    spec = body.get("spec") or {}
+async def apply(kube: Kube, body: Obj, outcome: Outcome) -> None:
+    """Write what `reconcile` asked for: metadata (with the version it was computed from as a
+    precondition, so a concurrent change to the finalizers is never lost), then status."""
+    meta = body["metadata"]
+    changes: Obj = {}
+    if outcome.labels:
+        changes["labels"] = outcome.labels
+    if outcome.finalizers is not None:
+        changes["finalizers"] = outcome.finalizers
+    if changes:
+        changes["resourceVersion"] = meta["resourceVersion"]
+        await kube.patch_ingress(meta["name"], {"metadata": changes})
+    if outcome.status:
+        await kube.patch_ingress(meta["name"], {"status": outcome.status}, status=True)
+
+
+async def finish_deletion(kube: Kube, body: Obj) -> None:
+    """Before the CR goes: remove the owned stream key Secret (never a referenced one), then
+    our finalizer."""
+    meta, spec = body["metadata"], body.get("spec") or {}
+    finalizers = list(meta.get("finalizers") or [])
+    if FINALIZER not in finalizers:
+        return
     if spec.get("inputType") != InputType.URL and not spec.get("streamKeySecretRef"):
-        await kube.delete_secret(stream_key_secret_name(body["metadata"]["name"]))
+        await kube.delete_secret(stream_key_secret_name(meta["name"]))
+    remaining = [f for f in finalizers if f != FINALIZER]
+    await kube.patch_ingress(
+        meta["name"], {"metadata": {"finalizers": remaining, "resourceVersion": meta["resourceVersion"]}}
+    )

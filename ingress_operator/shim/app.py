@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import httpx2
 from aiohttp import web
 from google.protobuf.message import Message
 from lightkube import ApiError
@@ -88,15 +90,26 @@ def twirp_error(err: IngressError) -> web.Response:
     return web.Response(body=json.dumps(body).encode(), status=err.http_status, content_type=codec.JSON)
 
 
-async def handle_ingress_call(request: web.Request) -> web.StreamResponse:
+async def route_twirp(request: web.Request) -> web.StreamResponse:
+    """The Ingress service here, any other Twirp service to livekit-server. Repeated slashes
+    are collapsed first, as LiveKit's server does: SDKs join a `LIVEKIT_URL` that ends in `/`
+    and `/twirp/...` into `//twirp/...`."""
+    path = re.sub("/{2,}", "/", request.path)
+    if path.startswith(PREFIX):
+        return await handle_ingress_call(request, path.removeprefix(PREFIX))
+    if path.startswith("/twirp/"):
+        return await proxy_twirp(request, path)
+    raise web.HTTPNotFound()
+
+
+async def handle_ingress_call(request: web.Request, method: str) -> web.StreamResponse:
     """POST /twirp/livekit.Ingress/<Method>: auth, route, decode, call, encode."""
-    method = request.match_info["method"]
     started = time.perf_counter()
     code = "ok"
     try:
         claims = _authenticate(request)
         if request.method != "POST" or method not in CALLS:
-            raise BadRoute(f"no handler for path {request.path!r}")
+            raise BadRoute(f"no handler for path {PREFIX + method!r}")
         fmt = codec.wire_format(request.headers.get("Content-Type"))
         auth.require_ingress_admin(claims)
         message_type, call = CALLS[method]
@@ -115,7 +128,7 @@ async def handle_ingress_call(request: web.Request) -> web.StreamResponse:
     except IngressError as err:
         code = err.code
         return twirp_error(err)
-    except ApiError as err:
+    except (ApiError, httpx2.HTTPError, OSError) as err:
         failure = _kube_failure(err)
         code = failure.code
         return twirp_error(failure)
@@ -124,10 +137,13 @@ async def handle_ingress_call(request: web.Request) -> web.StreamResponse:
         REQUEST_SECONDS.labels(call_label, code).observe(time.perf_counter() - started)
 
 
-def _kube_failure(err: ApiError) -> IngressError:
+def _kube_failure(err: ApiError | httpx2.HTTPError | OSError) -> IngressError:
     """A Kubernetes API failure as the caller sees it; the details go to the log."""
-    log.error("kubernetes API call failed", extra={"status": err.status.code, "detail": err.status.message})
-    if err.status.code in (429, 500, 502, 503, 504):
+    status = err.status.code if isinstance(err, ApiError) else 0
+    log.error("kubernetes API call failed", extra={"status": status, "detail": str(err)})
+    if status in (400, 422):  # the API server refused a value our checks let through
+        return InvalidArgument(f"refused by the Kubernetes API: {err.status.message}")  # type: ignore[union-attr]
+    if status in (0, 429, 500, 502, 503, 504):
         return Unavailable("the Kubernetes API is unavailable")
     return IngressError("internal error")
 
@@ -151,10 +167,12 @@ _HOP_HEADERS = {
 }
 
 
-async def proxy_twirp(request: web.Request) -> web.StreamResponse:
+async def proxy_twirp(request: web.Request, path: str) -> web.StreamResponse:
     """Any other Twirp service goes to livekit-server unchanged (auth is livekit-server's)."""
     upstream = request.app[UPSTREAM]
-    url = request.app[SETTINGS].livekit_server_url.rstrip("/") + request.path_qs
+    url = request.app[SETTINGS].livekit_server_url.rstrip("/") + path
+    if request.query_string:
+        url += "?" + request.query_string
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
     try:
         async with upstream.request(request.method, url, headers=headers, data=await request.read()) as resp:
@@ -186,9 +204,7 @@ async def never_a_traceback(
     """Whatever fails becomes a Twirp `internal` error; the traceback goes to the log only."""
     try:
         return await handler(request)
-    except web.HTTPException as exc:
-        if request.path.startswith("/twirp/") and exc.status in (404, 405):
-            return twirp_error(BadRoute(f"no handler for path {request.path!r}"))
+    except web.HTTPException:
         raise
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})
@@ -216,8 +232,7 @@ def make_app(settings: Settings, store: IngressStore | None = None) -> web.Appli
             await client.close()
 
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_route("*", PREFIX + "{method}", handle_ingress_call)
-    app.router.add_route("*", "/twirp/{service}/{method}", proxy_twirp)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_route("*", "/{path:.*}", route_twirp)
     return app

@@ -14,6 +14,7 @@ from ingress_operator.errors import InvalidToken, Unauthenticated
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
 
 BEARER = "Bearer "
+LEEWAY_SECONDS = 60  # LiveKit's verifier allows a minute of clock skew on exp and nbf
 
 
 def token_from(authorization: str | None, access_token: str | None) -> str | None:
@@ -40,7 +41,7 @@ def verify(token: str, keys: Mapping[str, str]) -> dict[str, object]:
         raise InvalidToken(f"invalid API key: {api_key}")
     try:
         verified: dict[str, object] = jwt.decode(
-            token, secret, algorithms=["HS256"], options={"verify_aud": False}
+            token, secret, algorithms=["HS256"], options={"verify_aud": False}, leeway=LEEWAY_SECONDS
         )
     except jwt.ExpiredSignatureError:
         raise InvalidToken("invalid token: token is expired (exp)") from None

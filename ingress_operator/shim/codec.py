@@ -41,14 +41,14 @@ def decode(body: bytes, fmt: str, message: type[M]) -> M:
             raise Malformed("the protobuf request could not be decoded") from None
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         data = None
     if not isinstance(data, dict):
         raise Malformed("the json request could not be decoded")
-    _check_fields(data, message.DESCRIPTOR, "")
     try:
+        _check_fields(data, message.DESCRIPTOR, "")
         return json_format.ParseDict(data, message(), ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError):
+    except (json_format.ParseError, ValueError, TypeError, RecursionError):
         raise Malformed("the json request could not be decoded") from None
 
 

@@ -20,14 +20,9 @@ async def create_ingress(store: IngressStore, req: pb.CreateIngressRequest) -> p
 
 
 async def update_ingress(store: IngressStore, req: pb.UpdateIngressRequest) -> pb.IngressInfo:
-    """Merge the set fields into the spec; a session in progress is ended by the operator."""
+    """Merge the set fields into the spec (an errored ingress goes back to INACTIVE)."""
     entry = await store.update(req.ingress_id, lambda cr: spec_after_update(cr.spec, req))
-    info = entry.info
-    if info.state.status == pb.IngressState.ENDPOINT_ERROR:
-        # LiveKit resets an errored ingress on update (keeping the error text); so does the
-        # operator once it sees the new generation.
-        info.state.status = pb.IngressState.ENDPOINT_INACTIVE
-    return info
+    return entry.info
 
 
 async def delete_ingress(store: IngressStore, req: pb.DeleteIngressRequest) -> pb.IngressInfo:

@@ -26,13 +26,15 @@ from pydantic import ValidationError
 
 from ingress_operator import ids
 from ingress_operator.config import Settings
-from ingress_operator.errors import InvalidArgument, NotFound
+from ingress_operator.errors import NotFound, Unavailable
 from ingress_operator.kube import Kube, LiveKitIngressResource, Obj, as_dict, list_and_watch, secret_value
 from ingress_operator.models import (
     FINALIZER,
     ID_LABEL,
     STREAM_KEY_FIELD,
     IngressSpec,
+    IngressState,
+    IngressStatus,
     InputType,
     LiveKitIngress,
     ingress_info,
@@ -159,7 +161,7 @@ class IngressStore:
             return
         try:
             cr = LiveKitIngress.model_validate(obj)
-        except ValidationError as err:
+        except (ValidationError, ValueError) as err:
             log.warning(
                 "ignoring an invalid LiveKitIngress", extra={"ingress_id": ingress_id, "error": str(err)}
             )
@@ -230,7 +232,12 @@ class IngressStore:
         name = obj["metadata"]["name"]
         if spec.input_type is not InputType.URL and spec.stream_key_secret_ref is None:
             secret = stream_key_secret_name(name)
-            key = await self.kube.create_stream_key_secret(secret, obj, ids.new_stream_key())
+            try:
+                key = await self.kube.create_stream_key_secret(secret, obj, ids.new_stream_key())
+            except BaseException:
+                # A caller told "failed" must not find the ingress (with a key it never got).
+                await self.kube.delete_ingress(name)
+                raise
             self.secrets[secret] = {STREAM_KEY_FIELD: base64.b64encode(key.encode()).decode()}
             # The watch may already hold a newer version of this CR (the operator's status patch).
             self._refresh_keys(secret)
@@ -250,12 +257,22 @@ class IngressStore:
                     raise NotFound() from None
                 if err.status.code != 409:
                     raise
-                self._apply(await self.kube.get_ingress(entry.name))
+                try:
+                    self._apply(await self.kube.get_ingress(entry.name))
+                except ApiError as gone:
+                    if gone.status.code == 404:
+                        raise NotFound() from None
+                    raise
                 continue
+            if (entry.cr.status.state or IngressState()).status is IngressStatus.ENDPOINT_ERROR:
+                # As LiveKit: an update resets an errored ingress (the error text stays), even
+                # when the spec is unchanged and the operator would see no new generation.
+                reset = {"status": {"state": {"status": IngressStatus.ENDPOINT_INACTIVE.value}}}
+                obj = await self.kube.patch_ingress(entry.name, reset, status=True)
             self._apply(obj)
             log.info("ingress updated", extra={"ingress_id": ingress_id})
             return self.get(ingress_id)
-        raise InvalidArgument("the ingress kept changing; try again")
+        raise Unavailable("the ingress kept changing during the update; try again")
 
     async def delete(self, ingress_id: str) -> Entry:
         """Delete the CR (its finalizer ends any session; owned objects go with it)."""

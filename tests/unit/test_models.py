@@ -39,6 +39,7 @@ REJECTED = [
     ({"inputType": "RTMP_INPUT"}, "participantIdentity", "invalid ingress: no participant identity"),
     ({**URL, "url": ""}, "url", "invalid ingress: missing URL parameter"),
     ({**URL, "url": "ftp://h/a"}, "url", "invalid ingress: invalid url scheme ftp"),
+    ({**URL, "url": "http://[bad/x"}, "url", "invalid ingress: invalid url"),
     ({**URL, "roomName": ""}, "roomName", "invalid ingress: no room name"),
     ({**URL, "enabled": False}, "enabled", "invalid ingress: disabled non reusable ingress"),
     (
@@ -103,6 +104,11 @@ REJECTED = [
         {**RTMP, "video": layers(("LOW", 1000, 100), ("HIGH", 400, 300))},
         "video.options.layers[1].width",
         "invalid video parameters: video layers do not have increasing width with increasing quality",
+    ),
+    (
+        {**RTMP, "video": {"options": {"frameRate": "Infinity"}}},
+        "video.options.frameRate",
+        "invalid video parameters: invalid framerate",
     ),
     (
         {**RTMP, "video": {"options": {"frameRate": -1}}},
