@@ -147,7 +147,8 @@ class SecretKeyRef(_Model):
 
 class IngressSpec(_Model):
     """What the user asks for: LiveKit's CreateIngressRequest, camelCased. Fields are in the
-    order LiveKit checks them, so the first error reported is LiveKit's first."""
+    order LiveKit checks them (video before audio), so among field errors the first reported
+    is LiveKit's first."""
 
     input_type: InputType = Field(description="RTMP, WHIP or URL; immutable")
     name: str | None = Field(None, description="a human-readable name")
