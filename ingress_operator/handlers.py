@@ -21,7 +21,7 @@ from lightkube import ApiError
 from ingress_operator import metrics
 from ingress_operator.config import Settings
 from ingress_operator.kube import Kube, Obj, connect
-from ingress_operator.models import GROUP, PLURAL, VERSION
+from ingress_operator.models import GROUP, ID_LABEL, KIND, PLURAL, VERSION
 from ingress_operator.reconcile import apply, finish_deletion, reconcile, up_to_date
 
 RESOURCE = (GROUP, VERSION, PLURAL)
@@ -55,14 +55,28 @@ async def observe(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: A
     await converge(memo, dict(body))
 
 
-async def converge(memo: kopf.Memo, body: Obj) -> None:
-    """Reconcile or finish deleting one version of an ingress; on failure, try again later."""
+@kopf.on.event("", "v1", "secrets", labels={ID_LABEL: kopf.PRESENT})
+async def owned_secret(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """An ingress's own stream-key Secret deleted by hand is made again (with a new key)."""
+    owners = [o["name"] for o in body.metadata.get("ownerReferences") or [] if o.get("kind") == KIND]
+    if event["type"] != "DELETED" or not owners:
+        return
+    try:
+        ingress = await memo.kube.get_ingress(owners[0])
+    except ApiError:
+        return  # the ingress is gone too
+    await converge(memo, ingress, force=True)
+
+
+async def converge(memo: kopf.Memo, body: Obj, force: bool = False) -> None:
+    """Reconcile (if behind, or if `force`) or finish deleting one version of an ingress; on
+    failure, try again later."""
     name = body["metadata"]["name"]
     try:
         if body["metadata"].get("deletionTimestamp"):
             await finish_deletion(memo.kube, body)
             return
-        if up_to_date(body):
+        if up_to_date(body) and not force:
             return
         with metrics.RECONCILE_SECONDS.time():
             outcome = await reconcile(memo.kube, memo.config, body)

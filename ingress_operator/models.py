@@ -146,9 +146,10 @@ class SecretKeyRef(_Model):
 
 
 class IngressSpec(_Model):
-    """What the user asks for: LiveKit's CreateIngressRequest, camelCased. Fields are in the
-    order LiveKit checks them (video before audio), so among field errors the first reported
-    is LiveKit's first."""
+    """What the user asks for: LiveKit's CreateIngressRequest, camelCased."""
+
+    # In the order LiveKit checks them (video before audio): among field errors, the first
+    # reported is LiveKit's first.
 
     input_type: InputType = Field(description="RTMP, WHIP or URL; immutable")
     name: str | None = Field(None, description="a human-readable name")
@@ -403,13 +404,13 @@ def _check_layers(layers: list[VideoLayer]) -> None:
 
 
 def normalize_url(url: str) -> str:
-    """The source URL as a URL parser prints it: scheme and host lower-cased, spaces escaped."""
+    """The source URL as Go's url.String prints it: scheme lower-cased, spaces escaped."""
     parts = urllib.parse.urlsplit(url.strip())
     safe = "/:@!$&'()*+,;=%~-._"
     return urllib.parse.urlunsplit(
         (
             parts.scheme.lower(),
-            parts.netloc.lower() if "@" not in parts.netloc else parts.netloc,
+            parts.netloc,
             urllib.parse.quote(parts.path, safe=safe),
             urllib.parse.quote(parts.query, safe=safe + "?"),
             urllib.parse.quote(parts.fragment, safe=safe + "?"),

@@ -25,7 +25,7 @@ M = TypeVar("M", bound=Message)
 def wire_format(content_type: str | None) -> str:
     """`application/protobuf` or `application/json` (parameters such as charset allowed)."""
     media = (content_type or "").split(";", 1)[0].strip().lower()
-    if media in (PROTOBUF, "application/x-protobuf"):
+    if media == PROTOBUF:
         return PROTOBUF
     if media == JSON:
         return JSON

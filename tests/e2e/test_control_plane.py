@@ -383,3 +383,18 @@ async def test_a_livekit_url_ending_in_a_slash_works(stack_env: dict[str, str]) 
     ):
         assert resp.status == 200, await resp.text()
         assert (await resp.json())["items"] == []
+
+
+async def test_a_deleted_stream_key_secret_is_made_again(lkapi: api.LiveKitAPI, kubectl: Kubectl) -> None:
+    info = await lkapi.ingress.create_ingress(
+        api.CreateIngressRequest(input_type=api.IngressInput.RTMP_INPUT, participant_identity="p")
+    )
+    name = kubectl.run("get", "lki", "-l", f"{ID_LABEL}={info.ingress_id}", "-o", "name").stdout.strip()
+    kubectl.run("delete", "secret", f"{name.split('/', 1)[1]}-stream-key")
+
+    async def has_a_new_key() -> None:
+        key = (await list_by_id(lkapi, info.ingress_id)).stream_key
+        assert len(key) == 12 and key != info.stream_key
+
+    await eventually(has_a_new_key, within=30)
+    await lkapi.ingress.delete_ingress(api.DeleteIngressRequest(ingress_id=info.ingress_id))

@@ -156,6 +156,7 @@ def test_create_accepts_what_livekit_accepts(request_: dict[str, Any]) -> None:
 
 def test_url_is_normalized_as_a_url_parser_prints_it() -> None:
     assert normalize_url("HTTP://h/A b.mp4") == "http://h/A%20b.mp4"
+    assert normalize_url("HTTP://Ex.COM/a") == "http://Ex.COM/a"  # Go keeps the host's case
     spec = spec_from_create(create(**{**URL, "url": "HTTP://h/A b.mp4"}))
     assert spec.url == "http://h/A%20b.mp4"
 
