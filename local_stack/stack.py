@@ -65,7 +65,7 @@ class Ports:
     apiserver: int
     controller_manager: int
     livekit: int
-    livekit_rtc_tcp: int
+    livekit_rtc_tcp: int  # reserved: livekit-server runs with ICE-TCP off (see livekit_config)
     livekit_rtc_udp: int
     shim: int
     operator_health: int
@@ -470,11 +470,17 @@ class Stack:
         return {
             "port": p.livekit,
             "bind_addresses": ["127.0.0.1"],
+            # Media on loopback only: without the interface and IP filters livekit-server also
+            # binds its UDP port on the machine's other interfaces, and its ICE-TCP port can only
+            # bind all of them (0 turns it off; UDP on loopback needs no fallback).
             "rtc": {
-                "tcp_port": p.livekit_rtc_tcp,
+                "tcp_port": 0,
                 "udp_port": p.livekit_rtc_udp,
                 "use_external_ip": False,
                 "node_ip": "127.0.0.1",
+                "enable_loopback_candidate": True,
+                "interfaces": {"includes": ["lo"]},
+                "ips": {"includes": ["127.0.0.1/32"]},
             },
             "keys": {API_KEY: API_SECRET},
             "logging": {"level": "info", "json": True},

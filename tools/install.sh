@@ -34,6 +34,7 @@ apt_packages() {
   command -v etcd >/dev/null || missing+=(etcd-server)
   command -v ffmpeg >/dev/null || missing+=(ffmpeg)
   command -v openssl >/dev/null || missing+=(openssl)
+  command -v ss >/dev/null || missing+=(iproute2)
   if [ ${#missing[@]} -gt 0 ]; then
     step "apt: ${missing[*]}"
     apt-get update -qq

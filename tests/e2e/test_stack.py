@@ -142,3 +142,20 @@ async def test_the_operator_can_be_killed_and_restarted(stack: Stack) -> None:
     assert not stack.is_running("operator")
     await stack.astart_component("operator")
     assert stack.healthy("operator") and stack.pid("operator") not in (None, pid)
+
+
+def test_every_component_listens_on_loopback_only(stack: Stack) -> None:
+    """Nothing the stack runs can be reached from, or answer on, another interface."""
+    out = subprocess.run(
+        ["ss", "-H", "-lntup"], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+    pids = {stack.pid(name) for name in stack.names()} - {None}
+    seen = 0
+    for line in out.splitlines():
+        if not any(f"pid={pid}," in line for pid in pids):
+            continue
+        seen += 1
+        local = line.split()[4]  # e.g. 127.0.0.1:20004, [::1]:x, *:x, 0.0.0.0:x
+        host = local.rsplit(":", 1)[0].strip("[]")
+        assert host.startswith("127.") or host == "::1", line
+    assert seen >= len(pids)
