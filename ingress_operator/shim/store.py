@@ -93,7 +93,9 @@ class IngressStore:
         self.kube = kube
         self.settings = settings
         self.entries: dict[str, Entry] = {}  # by ingress id
-        self.secrets: dict[str, dict[str, str]] = {}  # name -> data (base64 values)
+        self.secrets: dict[str, dict[str, str]] = {}  # name -> data (base64), stream-key Secrets only
+        self._referenced: set[str] = set()  # Secrets named by a streamKeySecretRef
+        self._fetches: set[asyncio.Future[None]] = set()
         self._deleted_uids: set[str] = set()
         self.synced = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -116,9 +118,9 @@ class IngressStore:
         self.synced.set()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._fetches]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._fetches, return_exceptions=True)
 
     async def _watch_ingresses(self, listed: asyncio.Event) -> None:
         def relist(items: list[Any]) -> None:
@@ -135,17 +137,33 @@ class IngressStore:
 
     async def _watch_secrets(self, listed: asyncio.Event) -> None:
         def relist(items: list[Any]) -> None:
-            self.secrets = {s.metadata.name: s.data or {} for s in items}
+            self.secrets = {s.metadata.name: s.data or {} for s in items if self._holds_a_key(s)}
             self._refresh_keys(None)
             listed.set()
 
         async for kind, secret in list_and_watch(self.kube.client, Secret, on_list=relist):
             name = secret.metadata.name
-            if kind == "DELETED":
+            if kind == "DELETED" or not self._holds_a_key(secret):
                 self.secrets.pop(name, None)
             else:
                 self.secrets[name] = secret.data or {}
             self._refresh_keys(name)
+
+    def _holds_a_key(self, secret: Any) -> bool:
+        """Only Secrets holding stream keys are kept: the namespace's others (Helm releases,
+        tokens) are none of the shim's business."""
+        return ID_LABEL in (secret.metadata.labels or {}) or secret.metadata.name in self._referenced
+
+    async def _fetch_secret(self, name: str) -> None:
+        """A Secret an ingress references that the watch passed over before it was referenced."""
+        try:
+            secret = await self.kube.client.get(Secret, name)
+        except ApiError as err:
+            if err.status.code != 404:
+                log.warning("can't read a referenced Secret", extra={"secret": name, "error": str(err)})
+            return
+        self.secrets[name] = secret.data or {}
+        self._refresh_keys(name)
 
     def _apply(self, obj: Obj) -> None:
         """Fold a CR version in, unless it is older than the one we hold."""
@@ -170,6 +188,12 @@ class IngressStore:
 
     def _put(self, cr: LiveKitIngress) -> None:
         ref = _secret_ref(cr)
+        if cr.spec.stream_key_secret_ref and ref and ref[0] not in self._referenced:
+            self._referenced.add(ref[0])
+            if ref[0] not in self.secrets:
+                fetch = asyncio.ensure_future(self._fetch_secret(ref[0]))
+                self._fetches.add(fetch)
+                fetch.add_done_callback(self._fetches.discard)
         key = secret_value(self.secrets.get(ref[0]), ref[1]) if ref else None
         info = ingress_info(cr, key or "", self.settings.rtmp_base_url, self.settings.whip_base_url)
         self.entries[info.ingress_id] = Entry(

@@ -90,6 +90,15 @@ async def test_stream_key_secret_ref_yields_that_exact_key(
     info = await eventually(listed)
     assert info.stream_key == "MyPinnedKey1"
     assert kubectl.get("lki", "pinned")["status"]["streamKeySecret"] == "pinned-key"
+
+    # Rotating the key in the user's Secret shows at once.
+    rotated = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pinned-key"}}
+    kubectl.apply({**rotated, "stringData": {"key": "RotatedKey12"}})
+
+    async def rotated_key() -> None:
+        assert (await listed()).stream_key == "RotatedKey12"
+
+    await eventually(rotated_key)
     kubectl.run("delete", "lki", "pinned", "--wait=true", "--timeout=30s")
     # The user's Secret is theirs: deleting the ingress leaves it.
     assert "pinned-key" in await secret_names(kube, kubectl.namespace)
