@@ -15,8 +15,11 @@ def main() -> None:
     settings = Settings()
     logs.setup()  # kopf's per-object records keep their object reference as `k8s_ref`
     logging.getLogger("kopf.objects").addFilter(
-        # one success line per watch event drowns the rest; failures still show
-        lambda record: not record.getMessage().startswith("Handler 'observe' succeeded")
+        # kopf logs a success line for every watch event handled, drowning the rest; failures
+        # still show
+        lambda record: (
+            not (record.getMessage().startswith("Handler '") and record.getMessage().endswith(" succeeded."))
+        )
     )
     prometheus_client.start_http_server(settings.operator_metrics_port, addr=settings.operator_bind)
     kopf.run(

@@ -94,6 +94,13 @@ class Unavailable(IngressError):
     reason = "Unavailable"
 
 
+class DuplicateIngressId(IngressError):
+    """Another (older) LiveKitIngress already carries this ingress id label, e.g. a copied manifest."""
+
+    code = "failed_precondition"
+    reason = "DuplicateIngressId"
+
+
 class StreamKeySecretMissing(IngressError):
     """streamKeySecretRef names a Secret (or key) that does not exist."""
 

@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# kopf attaches its whole settings object and an internal flag to every record it logs.
+_NOT_FIELDS = _STANDARD | {"settings", "k8s_skip"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,7 +23,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _NOT_FIELDS and not key.startswith("_"):
                 event[key] = value
         if record.exc_info:
             event["exc"] = self.formatException(record.exc_info)

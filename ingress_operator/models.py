@@ -276,6 +276,14 @@ class Metadata(BaseModel):
     deletionTimestamp: str | None = None
 
 
+def seniority(obj: dict[str, Any]) -> tuple[bool, str, str]:
+    """Precedence between CRs labelled with one ingress id (a copied manifest): the one already
+    holding it in its status, else the older, else the first by name. Smaller wins."""
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    holds = status.get("ingressId") == (meta.get("labels") or {}).get(ID_LABEL)
+    return not holds, meta.get("creationTimestamp", ""), meta.get("name", "")
+
+
 class LiveKitIngress(BaseModel):
     """A whole LiveKitIngress object as read from the API server."""
 

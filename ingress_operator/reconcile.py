@@ -9,7 +9,7 @@ from typing import Any
 
 from ingress_operator import ids
 from ingress_operator.config import Settings
-from ingress_operator.errors import IngressError, InvalidArgument, StreamKeySecretMissing
+from ingress_operator.errors import DuplicateIngressId, IngressError, InvalidArgument, StreamKeySecretMissing
 from ingress_operator.kube import Kube, Obj
 from ingress_operator.models import (
     FINALIZER,
@@ -19,6 +19,7 @@ from ingress_operator.models import (
     InputType,
     ingress_url,
     parse_spec,
+    seniority,
     stream_key_secret_name,
 )
 
@@ -80,14 +81,15 @@ def up_to_date(body: Obj) -> bool:
         and status.get("observedGeneration") == meta.get("generation")
         and state
         and publishing.get("reason") == _publishing(state)[1]
-        and not waiting_for_secret(status)
+        and not waiting(status)
     )
 
 
-def waiting_for_secret(status: Obj) -> bool:
-    """Whether the ingress waits for its streamKeySecretRef Secret to appear."""
+def waiting(status: Obj) -> bool:
+    """Whether the ingress waits on something outside it: a streamKeySecretRef Secret to
+    appear, or the older holder of its id to go."""
     ready: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-    return bool(ready.get("reason") == StreamKeySecretMissing.reason)
+    return ready.get("reason") in (StreamKeySecretMissing.reason, DuplicateIngressId.reason)
 
 
 async def reconcile(kube: Kube, settings: Settings, body: Obj) -> Outcome:
@@ -114,17 +116,22 @@ async def reconcile(kube: Kube, settings: Settings, body: Obj) -> Outcome:
 
     conditions = list(status.get("conditions") or [])
     try:
+        if not out.labels:  # an id we did not just make: is it this CR's alone?
+            await _check_unique(kube, body, ingress_id)
         spec = parse_spec(body.get("spec") or {})
         desired["url"] = ingress_url(spec, settings.rtmp_base_url, settings.whip_base_url)
         desired["reusable"] = spec.reusable
         desired["streamKeySecret"] = await _ensure_stream_key(kube, body, ingress_id, spec)
-    except (InvalidArgument, StreamKeySecretMissing) as err:
+    except (InvalidArgument, StreamKeySecretMissing, DuplicateIngressId) as err:
         out.error = err
         message = (
             f"spec.{err.field}: {err.rule}" if isinstance(err, InvalidArgument) and err.field else err.msg
         )
         conditions = set_condition(conditions, "Ready", False, err.reason, message, generation)
-        out.retry = isinstance(err, StreamKeySecretMissing)  # the Secret may yet be created
+        # The Secret may yet be created; the older holder of the id may yet be deleted.
+        out.retry = isinstance(err, StreamKeySecretMissing | DuplicateIngressId)
+        if isinstance(err, DuplicateIngressId):
+            desired["ingressId"] = None  # the id is the holder's: a status claiming it would compete
     else:
         waiting = "pulling from the source" if spec.input_type is InputType.URL else "waiting for input"
         conditions = set_condition(conditions, "Ready", True, "Ready", waiting, generation)
@@ -134,6 +141,15 @@ async def reconcile(kube: Kube, settings: Settings, body: Obj) -> Outcome:
     desired["conditions"] = conditions
     out.status = {k: v for k, v in desired.items() if status.get(k) != v}
     return out
+
+
+async def _check_unique(kube: Kube, body: Obj, ingress_id: str) -> None:
+    """DuplicateIngressId unless this CR is the oldest of those labelled with `ingress_id`."""
+    mine = seniority(body)
+    for other in await kube.ingresses_with_id(ingress_id):
+        if other["metadata"]["uid"] != body["metadata"]["uid"] and seniority(other) < mine:
+            holder = other["metadata"]["name"]
+            raise DuplicateIngressId(f"ingress id {ingress_id} already belongs to {holder!r}")
 
 
 def _publishing(state: Obj) -> tuple[bool, str]:

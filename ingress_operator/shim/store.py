@@ -38,6 +38,7 @@ from ingress_operator.models import (
     InputType,
     LiveKitIngress,
     ingress_info,
+    seniority,
     stream_key_secret_name,
 )
 from ingress_operator.shim.codec import to_json
@@ -58,6 +59,7 @@ class Entry:
     secret_ref: tuple[str, str] | None
     info_pb: bytes
     info_json: str
+    seniority: tuple[bool, str, str]
 
     @property
     def cr(self) -> LiveKitIngress:
@@ -171,12 +173,15 @@ class IngressStore:
         ingress_id = meta.get("labels", {}).get(ID_LABEL)
         if not ingress_id or meta.get("uid") in self._deleted_uids:
             return
-        if meta.get("deletionTimestamp"):
-            self.entries.pop(ingress_id, None)
-            return
         held = self.entries.get(ingress_id)
+        if meta.get("deletionTimestamp"):
+            if held and held.uid == meta.get("uid"):
+                del self.entries[ingress_id]
+            return
         if held and _newer(held, meta):
             return
+        if held and held.uid != meta.get("uid") and held.seniority < seniority(obj):
+            return  # a copy of another ingress's id label: the id stays with its holder
         try:
             cr = LiveKitIngress.model_validate(obj)
         except (ValidationError, ValueError) as err:
@@ -184,9 +189,9 @@ class IngressStore:
                 "ignoring an invalid LiveKitIngress", extra={"ingress_id": ingress_id, "error": str(err)}
             )
             return
-        self._put(cr)
+        self._put(cr, seniority(obj))
 
-    def _put(self, cr: LiveKitIngress) -> None:
+    def _put(self, cr: LiveKitIngress, rank: tuple[bool, str, str]) -> None:
         ref = _secret_ref(cr)
         if cr.spec.stream_key_secret_ref and ref and ref[0] not in self._referenced:
             self._referenced.add(ref[0])
@@ -206,6 +211,7 @@ class IngressStore:
             secret_ref=ref,
             info_pb=info.SerializeToString(),
             info_json=json.dumps(to_json(info), separators=(",", ":")),
+            seniority=rank,
         )
 
     def _forget(self, obj: Obj) -> None:
@@ -220,7 +226,7 @@ class IngressStore:
         """Rebuild the entries whose stream key lives in this Secret (None: in any)."""
         for entry in list(self.entries.values()):
             if entry.secret_ref and (secret_name is None or entry.secret_ref[0] == secret_name):
-                self._put(entry.cr)
+                self._put(entry.cr, entry.seniority)
 
     # --- reads ------------------------------------------------------------------------------
 

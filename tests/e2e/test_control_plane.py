@@ -407,3 +407,35 @@ async def test_a_deleted_stream_key_secret_is_made_again(lkapi: api.LiveKitAPI, 
 
     await eventually(has_a_new_key, within=30)
     await lkapi.ingress.delete_ingress(api.DeleteIngressRequest(ingress_id=info.ingress_id))
+
+
+async def test_a_copied_id_label_does_not_steal_the_ingress(kubectl: Kubectl, lkapi: api.LiveKitAPI) -> None:
+    """A manifest copied with its ingress.lkop.dev/id label: the older CR keeps the id; the copy
+    says why it is not Ready, and takes over once the original is gone."""
+    kubectl.apply(lki("original", inputType="RTMP", roomName="dup-room", participantIdentity="original"))
+
+    async def has_id() -> str:
+        ingress_id = kubectl.get("lki", "original").get("status", {}).get("ingressId")
+        assert ingress_id
+        return str(ingress_id)
+
+    ingress_id = await eventually(has_id)
+    copy = lki("copy", inputType="RTMP", roomName="dup-room", participantIdentity="copy")
+    copy["metadata"]["labels"] = {ID_LABEL: ingress_id}
+    kubectl.apply(copy)
+
+    async def copy_refused() -> None:
+        ready = next(c for c in kubectl.get("lki", "copy")["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "False" and ready["reason"] == "DuplicateIngressId", ready
+
+    await eventually(copy_refused)
+    assert (await list_by_id(lkapi, ingress_id)).participant_identity == "original"
+
+    kubectl.run("delete", "lki", "original", "--wait=true", "--timeout=30s")
+
+    async def copy_took_over() -> None:
+        items = (await lkapi.ingress.list_ingress(api.ListIngressRequest(room_name="dup-room"))).items
+        assert [(i.ingress_id, i.participant_identity) for i in items] == [(ingress_id, "copy")]
+
+    await eventually(copy_took_over, within=60)
+    kubectl.run("delete", "lki", "copy", "--wait=true", "--timeout=30s")

@@ -23,6 +23,7 @@ def entry(info: pb.IngressInfo) -> Entry:
         secret_ref=None,
         info_pb=info.SerializeToString(),
         info_json=json.dumps(codec.to_json(info)),
+        seniority=(False, "", "n"),
     )
 
 
