@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -21,38 +23,59 @@ from lightkube import ApiError
 from ingress_operator import metrics
 from ingress_operator.config import Settings
 from ingress_operator.kube import Kube, Obj, connect
-from ingress_operator.models import GROUP, ID_LABEL, KIND, PLURAL, VERSION
-from ingress_operator.reconcile import apply, finish_deletion, reconcile, up_to_date
+from ingress_operator.models import GROUP, ID_LABEL, KIND, PLURAL, VERSION, seniority
+from ingress_operator.reconcile import Claim, apply, finish_deletion, reconcile, up_to_date
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 log = logging.getLogger("ingress_operator")
+
+
+@dataclass
+class Operator:
+    """What every handler shares. kopf hands each object a shallow copy of the memo, so state
+    set on one object's memo is invisible to the others: it lives here instead."""
+
+    config: Settings
+    kube: Kube
+    retries: Retries = field(init=False)
+    by_id: Mapping[str, Collection[Claim]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.retries = Retries(self)
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 240
-    memo.config = Settings()
-    memo.kube = Kube(connect(memo.config.ingress_namespace), memo.config.ingress_namespace)
-    memo.retries = Retries(memo)
+    config = Settings()
+    memo.op = Operator(config, Kube(connect(config.ingress_namespace), config.ingress_namespace))
 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    memo.retries.cancel_all()
-    await memo.kube.client.close()
+    memo.op.retries.cancel_all()
+    await memo.op.kube.client.close()
+
+
+@kopf.index(*RESOURCE, labels={ID_LABEL: kopf.PRESENT})
+def by_id(body: kopf.Body, **_: Any) -> dict[str, Claim]:
+    """Who claims which ingress id (more than one CR only when a manifest was copied)."""
+    return {body.metadata.labels[ID_LABEL]: (body.metadata.uid or "", seniority(dict(body)))}
 
 
 @kopf.on.event(*RESOURCE)
-async def observe(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def observe(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """Every version of every ingress: reconcile it if its status is behind its spec."""
+    op: Operator = memo.op
+    op.by_id = kwargs["by_id"]  # the index above, handed in by kopf by its name
     uid = body.metadata.uid or ""
-    memo.retries.cancel(body.metadata.name)
+    op.retries.cancel(body.metadata.name)
     if event["type"] == "DELETED":
         metrics.forget_ingress(uid)
         return
     metrics.note_ingress(uid, (body.status.get("state") or {}).get("status"))
-    await converge(memo, dict(body))
+    await converge(op, dict(body))
 
 
 @kopf.on.event("", "v1", "secrets", labels={ID_LABEL: kopf.PRESENT})
@@ -61,30 +84,33 @@ async def owned_secret(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, *
     owners = [o["name"] for o in body.metadata.get("ownerReferences") or [] if o.get("kind") == KIND]
     if event["type"] != "DELETED" or not owners:
         return
+    op: Operator = memo.op
     try:
-        ingress = await memo.kube.get_ingress(owners[0])
+        ingress = await op.kube.get_ingress(owners[0])
     except ApiError:
         return  # the ingress is gone too
-    await converge(memo, ingress, force=True)
+    await converge(op, ingress, force=True)
 
 
-async def converge(memo: kopf.Memo, body: Obj, force: bool = False) -> None:
+async def converge(op: Operator, body: Obj, force: bool = False) -> None:
     """Reconcile (if behind, or if `force`) or finish deleting one version of an ingress; on
     failure, try again later."""
     name = body["metadata"]["name"]
     try:
         if body["metadata"].get("deletionTimestamp"):
-            await finish_deletion(memo.kube, body)
+            await finish_deletion(op.kube, body)
             return
         if up_to_date(body) and not force:
             return
         with metrics.RECONCILE_SECONDS.time():
-            outcome = await reconcile(memo.kube, memo.config, body)
-        await apply(memo.kube, body, outcome)
+            ingress_id = (body["metadata"].get("labels") or {}).get(ID_LABEL, "")
+            claims = op.by_id.get(ingress_id, []) if ingress_id else []
+            outcome = await reconcile(op.kube, op.config, body, claims)
+        await apply(op.kube, body, outcome)
     except Exception as err:  # an event handler's failure is dropped by kopf: log it and retry
         metrics.RECONCILE_ERRORS.labels(type(err).__name__).inc()
         log.warning("reconcile failed; will retry", extra={"cr_name": name, "error": str(err)})
-        memo.retries.schedule(name)
+        op.retries.schedule(name)
         return
     ingress_id = outcome.status.get("ingressId") or (body.get("status") or {}).get("ingressId")
     if outcome.status:
@@ -93,9 +119,9 @@ async def converge(memo: kopf.Memo, body: Obj, force: bool = False) -> None:
         metrics.RECONCILE_ERRORS.labels(outcome.error.reason).inc()
         log.warning(outcome.error.msg, extra={"ingress_id": ingress_id, "reason": outcome.error.reason})
     if outcome.retry:
-        memo.retries.schedule(name)
+        op.retries.schedule(name)
     else:
-        memo.retries.cancel(name)
+        op.retries.cancel(name)
 
 
 class Retries:
@@ -104,8 +130,8 @@ class Retries:
 
     FIRST, LAST = 1.0, 30.0
 
-    def __init__(self, memo: kopf.Memo) -> None:
-        self.memo = memo
+    def __init__(self, op: Operator) -> None:
+        self.op = op
         self.pending: dict[str, asyncio.Task[None]] = {}
         self.delays: dict[str, float] = {}
 
@@ -130,11 +156,11 @@ class Retries:
         await asyncio.sleep(delay)
         self.pending.pop(name, None)
         try:
-            body = await self.memo.kube.get_ingress(name)
+            body = await self.op.kube.get_ingress(name)
         except ApiError as err:
             if err.status.code == 404:
                 self.delays.pop(name, None)
                 return
             self.schedule(name)
             return
-        await converge(self.memo, body)
+        await converge(self.op, body)

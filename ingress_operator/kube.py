@@ -59,11 +59,6 @@ class Kube:
     async def get_ingress(self, name: str) -> Obj:
         return as_dict(await self.client.get(LiveKitIngressResource, name))
 
-    async def ingresses_with_id(self, ingress_id: str) -> list[Obj]:
-        """Every LiveKitIngress labelled with this ingress id (one, unless a manifest was copied)."""
-        listing = self.client.list(LiveKitIngressResource, labels={ID_LABEL: ingress_id})
-        return [as_dict(o) async for o in listing]
-
     async def replace_ingress_spec(self, name: str, resource_version: str, spec: Obj) -> Obj:
         """Replace the whole spec, if the CR is still at `resource_version` (409 if not)."""
         ops = [

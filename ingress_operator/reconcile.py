@@ -3,6 +3,7 @@ drive them directly): give it an id and a stream key, fill the status it owns, c
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -92,7 +93,10 @@ def waiting(status: Obj) -> bool:
     return ready.get("reason") in (StreamKeySecretMissing.reason, DuplicateIngressId.reason)
 
 
-async def reconcile(kube: Kube, settings: Settings, body: Obj) -> Outcome:
+Claim = tuple[str, tuple[bool, str, str]]  # (uid, seniority) of a CR labelled with an ingress id
+
+
+async def reconcile(kube: Kube, settings: Settings, body: Obj, claims: Iterable[Claim] = ()) -> Outcome:
     """Bring one LiveKitIngress's id, finalizer, stream key Secret and status up to date."""
     meta, status = body["metadata"], dict(body.get("status") or {})
     generation = int(meta.get("generation", 0))
@@ -117,7 +121,7 @@ async def reconcile(kube: Kube, settings: Settings, body: Obj) -> Outcome:
     conditions = list(status.get("conditions") or [])
     try:
         if not out.labels:  # an id we did not just make: is it this CR's alone?
-            await _check_unique(kube, body, ingress_id)
+            _check_unique(body, ingress_id, claims)
         spec = parse_spec(body.get("spec") or {})
         desired["url"] = ingress_url(spec, settings.rtmp_base_url, settings.whip_base_url)
         desired["reusable"] = spec.reusable
@@ -143,13 +147,12 @@ async def reconcile(kube: Kube, settings: Settings, body: Obj) -> Outcome:
     return out
 
 
-async def _check_unique(kube: Kube, body: Obj, ingress_id: str) -> None:
-    """DuplicateIngressId unless this CR is the oldest of those labelled with `ingress_id`."""
+def _check_unique(body: Obj, ingress_id: str, claims: Iterable[Claim]) -> None:
+    """DuplicateIngressId unless this CR comes first among those labelled with `ingress_id`."""
     mine = seniority(body)
-    for other in await kube.ingresses_with_id(ingress_id):
-        if other["metadata"]["uid"] != body["metadata"]["uid"] and seniority(other) < mine:
-            holder = other["metadata"]["name"]
-            raise DuplicateIngressId(f"ingress id {ingress_id} already belongs to {holder!r}")
+    for uid, rank in claims:
+        if uid != body["metadata"]["uid"] and rank < mine:
+            raise DuplicateIngressId(f"ingress id {ingress_id} already belongs to {rank[2]!r}")
 
 
 def _publishing(state: Obj) -> tuple[bool, str]:
