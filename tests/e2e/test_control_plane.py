@@ -31,17 +31,23 @@ async def secret_names(kube: Kube, namespace: str) -> set[str]:
     return {s["metadata"]["name"] for s in listing["items"]}
 
 
+async def reconciled_id(kubectl: Kubectl, name: str) -> str:
+    """The ingress id the operator gives a CR applied with kubectl."""
+
+    async def has_id() -> str:
+        ingress_id = kubectl.get("lki", name).get("status", {}).get("ingressId")
+        assert ingress_id
+        return str(ingress_id)
+
+    return await eventually(has_id)
+
+
 async def test_kubectl_apply_is_listed_by_the_shim_and_delete_removes_it_and_its_secret(
     kubectl: Kubectl, lkapi: api.LiveKitAPI, kube: Kube
 ) -> None:
     kubectl.apply(lki("kubectl-cam", inputType="RTMP", roomName="kubectl-room", participantIdentity="cam"))
 
-    async def has_id() -> str:
-        ingress_id = kubectl.get("lki", "kubectl-cam").get("status", {}).get("ingressId")
-        assert ingress_id
-        return str(ingress_id)
-
-    ingress_id = await eventually(has_id)
+    ingress_id = await reconciled_id(kubectl, "kubectl-cam")
     res = await lkapi.ingress.list_ingress(api.ListIngressRequest(room_name="kubectl-room"))
     assert [i.ingress_id for i in res.items] == [ingress_id]
     info = res.items[0]
@@ -414,12 +420,7 @@ async def test_a_copied_id_label_does_not_steal_the_ingress(kubectl: Kubectl, lk
     says why it is not Ready, and takes over once the original is gone."""
     kubectl.apply(lki("original", inputType="RTMP", roomName="dup-room", participantIdentity="original"))
 
-    async def has_id() -> str:
-        ingress_id = kubectl.get("lki", "original").get("status", {}).get("ingressId")
-        assert ingress_id
-        return str(ingress_id)
-
-    ingress_id = await eventually(has_id)
+    ingress_id = await reconciled_id(kubectl, "original")
     copy = lki("copy", inputType="RTMP", roomName="dup-room", participantIdentity="copy")
     copy["metadata"]["labels"] = {ID_LABEL: ingress_id}
     kubectl.apply(copy)
