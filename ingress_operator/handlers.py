@@ -17,6 +17,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2
 import kopf
 from lightkube import ApiError
 
@@ -160,7 +161,10 @@ class Retries:
         except ApiError as err:
             if err.status.code == 404:
                 self.delays.pop(name, None)
-                return
+            else:
+                self.schedule(name)
+            return
+        except (httpx2.HTTPError, OSError):  # the API server is unreachable: later still
             self.schedule(name)
             return
         await converge(self.op, body)

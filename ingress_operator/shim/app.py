@@ -186,8 +186,8 @@ async def proxy_twirp(request: web.Request, path: str) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 once the store has loaded the ingresses."""
-    ready = request.app[STORE].synced.is_set()
+    """200 once the store has loaded the ingresses, for as long as it keeps watching them."""
+    ready = request.app[STORE].healthy
     return web.Response(status=200 if ready else 503, text="ok\n" if ready else "syncing\n")
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 from lightkube import ApiError
 from lightkube.resources.core_v1 import Secret
 from livekit.protocol import ingress as pb
@@ -119,6 +120,11 @@ class IngressStore:
                 task.result()  # a watcher that died before its first list: raise its error
         self.synced.set()
 
+    @property
+    def healthy(self) -> bool:
+        """Loaded, and both watches still running."""
+        return self.synced.is_set() and not any(task.done() for task in self._tasks)
+
     async def stop(self) -> None:
         for task in [*self._tasks, *self._fetches]:
             task.cancel()
@@ -160,8 +166,8 @@ class IngressStore:
         """A Secret an ingress references that the watch passed over before it was referenced."""
         try:
             secret = await self.kube.client.get(Secret, name)
-        except ApiError as err:
-            if err.status.code != 404:
+        except (ApiError, httpx2.HTTPError, OSError) as err:
+            if not (isinstance(err, ApiError) and err.status.code == 404):
                 log.warning("can't read a referenced Secret", extra={"secret": name, "error": str(err)})
             return
         self.secrets[name] = secret.data or {}
