@@ -20,10 +20,12 @@ import os
 import platform
 import signal
 import socket
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from local_stack.logs import setup_json_logging
 from local_stack.node import status as st
@@ -33,6 +35,7 @@ from local_stack.node.scheduling import binding, fits_node, wants_binding
 from local_stack.node.worker import PodWorker
 from local_stack.procs import ProcessRegistry
 
+PODS = Gauge("lki_node_pods", "Pods the process node runs, by phase", ["phase"])
 log = logging.getLogger("local_stack.process_node")
 
 LEASE_NAMESPACE = "kube-node-lease"
@@ -498,9 +501,16 @@ class ProcessNode:
             }
             return web.json_response(data)
 
+        async def metrics(_: web.Request) -> web.Response:
+            phases = Counter(w.phase() for w in self.workers.values())
+            for phase in ("Pending", "Running", "Succeeded", "Failed"):
+                PODS.labels(phase).set(phases.get(phase, 0))
+            return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
         app = web.Application()
         app.router.add_get("/healthz", healthz)
         app.router.add_get("/pods", pods)
+        app.router.add_get("/metrics", metrics)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.cfg.host_ip, port, reuse_address=True)

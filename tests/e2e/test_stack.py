@@ -159,3 +159,18 @@ def test_every_component_listens_on_loopback_only(stack: Stack) -> None:
         host = local.rsplit(":", 1)[0].strip("[]")
         assert host.startswith("127.") or host == "::1", line
     assert seen >= len(pids)
+
+
+@pytest.mark.parametrize(
+    ("port", "metric"),
+    [
+        ("shim", "lki_shim_request_seconds"),
+        ("operator_metrics", "lki_ingresses"),
+        ("node_health", "lki_node_pods"),
+    ],
+)
+def test_every_component_of_ours_exposes_prometheus_metrics(stack: Stack, port: str, metric: str) -> None:
+    url = f"http://127.0.0.1:{getattr(stack.ports, port)}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    assert f"# TYPE {metric}" in text
