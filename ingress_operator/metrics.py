@@ -6,6 +6,8 @@ from collections import Counter as Tally
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from ingress_operator.models import IngressStatus
+
 RECONCILE_SECONDS = Histogram("lki_operator_reconcile_seconds", "Time to reconcile one LiveKitIngress")
 RECONCILE_ERRORS = Counter("lki_operator_reconcile_errors_total", "Failed reconciles by reason", ["reason"])
 INGRESSES = Gauge("lki_ingresses", "LiveKitIngress objects by IngressState status", ["state"])
@@ -14,7 +16,7 @@ _states: dict[str, str] = {}
 
 
 def note_ingress(uid: str, state: str | None) -> None:
-    _states[uid] = state or "ENDPOINT_INACTIVE"
+    _states[uid] = state or IngressStatus.ENDPOINT_INACTIVE.value
     _export()
 
 
@@ -25,11 +27,5 @@ def forget_ingress(uid: str) -> None:
 
 def _export() -> None:
     tally = Tally(_states.values())
-    for state in (
-        "ENDPOINT_INACTIVE",
-        "ENDPOINT_BUFFERING",
-        "ENDPOINT_PUBLISHING",
-        "ENDPOINT_ERROR",
-        "ENDPOINT_COMPLETE",
-    ):
-        INGRESSES.labels(state).set(tally.get(state, 0))
+    for state in IngressStatus:
+        INGRESSES.labels(state.value).set(tally.get(state.value, 0))

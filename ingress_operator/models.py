@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import re
 import urllib.parse
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from google.protobuf import json_format
@@ -481,11 +481,6 @@ def _nanos(when: datetime | None) -> int:
     if when is None:
         return 0
     return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
-
-
-def from_nanos(nanos: int) -> datetime | None:
-    """Unix nanoseconds (0 = unset) to an aware datetime."""
-    return datetime.fromtimestamp(nanos / 1e9, tz=UTC) if nanos else None
 
 
 def ingress_url(spec: IngressSpec, rtmp_base_url: str, whip_base_url: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -16,6 +17,7 @@ import pytest
 from livekit import api
 
 from local_stack import tools
+from local_stack.node.kube import JSON, Kube
 
 T = TypeVar("T")
 
@@ -49,6 +51,21 @@ async def wait_for(check: Callable[[], Awaitable[T | None]], what: str, within: 
         return value
 
     return await eventually(truthy, within=within, interval=0.2)
+
+
+async def new_namespace(kube: Kube, prefix: str) -> str:
+    """A fresh namespace, returned once kube-controller-manager has given it its default
+    ServiceAccount (Pods can't be created before that)."""
+    ns = f"{prefix}-{secrets.token_hex(3)}"
+    await kube.create(
+        "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+    )
+
+    async def sa() -> JSON | None:
+        return await kube.get_or_none(f"/api/v1/namespaces/{ns}/serviceaccounts/default")
+
+    await wait_for(sa, "the default ServiceAccount", 30)
+    return ns
 
 
 class Kubectl:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -17,7 +16,7 @@ import pytest_asyncio
 from local_stack.node.kube import JSON, Kube, KubeError
 from local_stack.procs import ProcRef
 from local_stack.stack import Stack
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import new_namespace, wait_for
 
 
 def cond(pod: JSON, ctype: str) -> dict[str, Any]:
@@ -86,15 +85,7 @@ def container(name: str, script: str, **extra: Any) -> dict[str, Any]:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def pods(kube: Kube) -> AsyncIterator[Pods]:
     """A fresh namespace (with its default ServiceAccount) for this module's pods."""
-    ns = f"pn-{secrets.token_hex(3)}"
-    await kube.create(
-        "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
-    )
-
-    async def sa() -> JSON | None:
-        return await kube.get_or_none(f"/api/v1/namespaces/{ns}/serviceaccounts/default")
-
-    await wait_for(sa, "the default ServiceAccount", 30)
+    ns = await new_namespace(kube, "pn")
     yield Pods(kube, ns)
     with contextlib.suppress(KubeError):
         await kube.delete(f"/api/v1/namespaces/{ns}")

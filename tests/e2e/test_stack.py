@@ -13,7 +13,7 @@ import pytest
 
 from local_stack.node.kube import JSON, Kube
 from local_stack.stack import Stack
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import new_namespace, wait_for
 
 
 def configmap(name: str, owner: JSON | None = None) -> JSON:
@@ -104,15 +104,7 @@ async def test_owner_reference_garbage_collection(kube: Kube, stack: Stack) -> N
 
 
 async def test_new_namespace_gets_default_service_account_and_deletes_cleanly(kube: Kube) -> None:
-    ns = f"sa-{secrets.token_hex(3)}"
-    await kube.create(
-        "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
-    )
-
-    async def sa() -> JSON | None:
-        return await kube.get_or_none(f"/api/v1/namespaces/{ns}/serviceaccounts/default")
-
-    await wait_for(sa, "the default ServiceAccount", 30)
+    ns = await new_namespace(kube, "sa")
     root_ca = await kube.get_or_none(f"/api/v1/namespaces/{ns}/configmaps/kube-root-ca.crt")
     assert root_ca is not None and "ca.crt" in root_ca["data"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,7 +15,6 @@ from ingress_operator.models import (
     IngressState,
     IngressStatus,
     LiveKitIngress,
-    from_nanos,
     ingress_info,
     normalize_url,
     spec_after_update,
@@ -226,6 +226,8 @@ def test_ingress_info_matches_livekits_shape() -> None:
 
 def test_state_times_round_trip_in_nanoseconds() -> None:
     nanos = 1_795_000_000_123_456_000
-    state = IngressState(status=IngressStatus.ENDPOINT_PUBLISHING, started_at=from_nanos(nanos))
+    state = IngressState(
+        status=IngressStatus.ENDPOINT_PUBLISHING, started_at=datetime.fromtimestamp(nanos / 1e9, tz=UTC)
+    )
     assert state.to_proto().started_at == nanos
     assert state.to_proto().status == pb.IngressState.ENDPOINT_PUBLISHING
