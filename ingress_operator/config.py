@@ -22,7 +22,30 @@ class Settings(BaseSettings):
     shim_port: int = 7890
     rtmp_base_url: str = Field("rtmp://127.0.0.1:1935/x", description="RTMP push URL given to ingresses")
     whip_base_url: str = Field("http://127.0.0.1:8080/w", description="WHIP endpoint given to ingresses")
+    frontdoor_bind: str = Field("127.0.0.1", description="address the front door listens on")
+    frontdoor_rtmp_port: int = Field(1935, description="RTMP listener of the front door")
+    frontdoor_http_port: int = Field(8080, description="HTTP listener of the front door (sessions, WHIP)")
+    frontdoor_source_url: str = Field(
+        "", description="how media pods reach this front door's HTTP port (default: bind address)"
+    )
+    livekit_secret_name: str = Field(
+        "livekit-api", description="Secret (keys apiKey, apiSecret) media pods join rooms with"
+    )
+    media_image: str = Field("ghcr.io/lkop/livekit-ingress-media:0.1.0", description="media pod image")
+    media_command: list[str] = Field(["lki-media"], description="media pod command (JSON list)")
+    media_env: dict[str, str] = Field(default_factory=dict, description="extra media pod env (JSON)")
+    media_service_account: str = Field("lki-media", description="media pods' ServiceAccount")
+    media_resources: dict[str, dict[str, str]] = Field(
+        # From bench/rtmp.py: one 1080p30 → 720p 3-layer session (docs/benchmarks.md).
+        {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+        description="media pod container resources (JSON)",
+    )
     list_page_size: int = Field(100, ge=1, description="ListIngress page size when a page_token is sent")
     operator_health_port: int = 8081
     operator_metrics_port: int = 8082
     operator_bind: str = "127.0.0.1"
+
+    @property
+    def livekit_ws_url(self) -> str:
+        """livekit-server's URL for room connections (ws/wss)."""
+        return self.livekit_server_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)

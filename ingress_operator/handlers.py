@@ -21,11 +21,12 @@ import httpx2
 import kopf
 from lightkube import ApiError
 
-from ingress_operator import metrics
+from ingress_operator import metrics, sessions
 from ingress_operator.config import Settings
 from ingress_operator.kube import Kube, Obj, connect
 from ingress_operator.models import GROUP, ID_LABEL, KIND, PLURAL, VERSION, seniority
 from ingress_operator.reconcile import Claim, apply, finish_deletion, reconcile, up_to_date
+from ingress_operator.sessions import PodView
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 log = logging.getLogger("ingress_operator")
@@ -40,6 +41,7 @@ class Operator:
     kube: Kube
     retries: Retries = field(init=False)
     by_id: Mapping[str, Collection[Claim]] = field(default_factory=dict)
+    media_pods: Mapping[str, Collection[sessions.PodView]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.retries = Retries(self)
@@ -65,11 +67,22 @@ def by_id(body: kopf.Body, **_: Any) -> dict[str, Claim]:
     return {body.metadata.labels[ID_LABEL]: (body.metadata.uid or "", seniority(dict(body)))}
 
 
+MEDIA_PODS: dict[str, Any] = {sessions.COMPONENT_LABEL: sessions.MEDIA, ID_LABEL: kopf.PRESENT}
+
+
+@kopf.index("", "v1", "pods", labels=MEDIA_PODS)
+def media_pods(body: kopf.Body, **_: Any) -> dict[str, sessions.PodView]:
+    """The media pods of each ingress, by the name of the CR that owns them."""
+    owners = [o["name"] for o in body.metadata.get("ownerReferences") or [] if o.get("kind") == KIND]
+    return {owners[0]: sessions.PodView.of(dict(body))} if owners else {}
+
+
 @kopf.on.event(*RESOURCE)
 async def observe(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """Every version of every ingress: reconcile it if its status is behind its spec."""
     op: Operator = memo.op
-    op.by_id = kwargs["by_id"]  # the index above, handed in by kopf by its name
+    op.by_id = kwargs["by_id"]  # the indices above, handed in by kopf by their names
+    op.media_pods = kwargs["media_pods"]
     uid = body.metadata.uid or ""
     op.retries.cancel(body.metadata.name)
     if event["type"] == "DELETED":
@@ -77,6 +90,21 @@ async def observe(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **kwar
         return
     metrics.note_ingress(uid, (body.status.get("state") or {}).get("status"))
     await converge(op, dict(body))
+
+
+@kopf.on.event("", "v1", "pods", labels=MEDIA_PODS)
+async def media_pod(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A media pod started, ended or went: its ingress's session may need to move on."""
+    op: Operator = memo.op
+    op.media_pods = kwargs["media_pods"]
+    owners = [o["name"] for o in body.metadata.get("ownerReferences") or [] if o.get("kind") == KIND]
+    if not owners or (PodView.of(dict(body)).phase in ("Pending", "Running") and event["type"] != "DELETED"):
+        return
+    try:
+        ingress = await op.kube.get_ingress(owners[0])
+    except ApiError:
+        return  # the ingress is gone; its pods go with it
+    await converge(op, ingress)
 
 
 @kopf.on.event("", "v1", "secrets", labels={ID_LABEL: kopf.PRESENT})
@@ -98,6 +126,9 @@ async def converge(op: Operator, body: Obj, force: bool = False) -> None:
     failure, try again later."""
     name = body["metadata"]["name"]
     try:
+        pods = list(op.media_pods.get(name, []))
+        if pods or (body.get("status") or {}).get("session"):
+            await sessions.converge(op.kube, op.config, body, pods)
         if body["metadata"].get("deletionTimestamp"):
             await finish_deletion(op.kube, body)
             return

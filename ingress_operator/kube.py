@@ -18,7 +18,7 @@ from lightkube import ApiError, AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
-from lightkube.resources.core_v1 import Secret
+from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import PatchType
 
 from ingress_operator.models import GROUP, ID_LABEL, KIND, PLURAL, STREAM_KEY_FIELD, VERSION
@@ -74,8 +74,44 @@ class Kube:
         resource = LiveKitIngressResource.Status if status else LiveKitIngressResource
         return as_dict(await self.client.patch(resource, name, patch, patch_type=PatchType.MERGE))
 
+    async def json_patch_status(self, name: str, ops: list[Obj]) -> Obj | None:
+        """A JSON patch (RFC 6902) of the status subresource; None when one of its `test`
+        operations failed (the status moved on: e.g. another session took over)."""
+        try:
+            obj = await self.client.patch(LiveKitIngressResource.Status, name, ops, patch_type=PatchType.JSON)
+        except ApiError as err:
+            if err.status.code == 422 and "test" in (err.status.message or "").lower():
+                return None
+            raise
+        return as_dict(obj)
+
     async def delete_ingress(self, name: str) -> None:
         await self.client.delete(LiveKitIngressResource, name)
+
+    # Pods
+    async def create_pod(self, pod: Obj) -> None:
+        """Create a Pod; one that exists already is left as it is."""
+        try:
+            await self.client.create(Pod.from_dict(pod))  # type: ignore[call-overload]
+        except ApiError as err:
+            if err.status.code != 409:
+                raise
+
+    async def delete_pod(self, name: str) -> None:
+        try:
+            await self.client.delete(Pod, name)
+        except ApiError as err:
+            if err.status.code != 404:
+                raise
+
+    async def pod_exists(self, name: str) -> bool:
+        try:
+            await self.client.get(Pod, name)
+        except ApiError as err:
+            if err.status.code == 404:
+                return False
+            raise
+        return True
 
     # Secrets
     async def create_stream_key_secret(self, name: str, owner: Obj, stream_key: str) -> str:

@@ -253,6 +253,16 @@ class Condition(_Model):
     observed_generation: int | None = None
 
 
+class Session(_Model):
+    """A live session of an ingress: asked for by the front door (RTMP, WHIP) or the operator
+    (URL), served by one media pod, removed by the operator when that pod is done."""
+
+    resource_id: str = Field(min_length=1, description="RT_/WH_/UR_ id of the session")
+    source: str = Field(min_length=1, description="where the media pod reads the input from")
+    generation: int = Field(0, description="metadata.generation the session started under")
+    pod: str | None = Field(None, description="the media pod serving it, once created")
+
+
 class IngressCRStatus(_Model):
     """The status subresource; the operator and the live session's pod each own their fields."""
 
@@ -261,6 +271,7 @@ class IngressCRStatus(_Model):
     stream_key_secret: str | None = Field(None, description="the Secret holding the stream key")
     reusable: bool | None = None
     state: IngressState | None = None
+    session: Session | None = None
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
 

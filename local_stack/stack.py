@@ -47,6 +47,8 @@ from local_stack.procs import ProcessRegistry, ProcRef, terminate
 API_KEY = "devkey"
 API_SECRET = "secret"
 DEFAULT_NAMESPACE = "livekit-ingress"
+LIVEKIT_SECRET = "livekit-api"  # what media pods join rooms with (operator setting LIVEKIT_SECRET_NAME)
+MEDIA_SA = "lki-media"  # the media pods' ServiceAccount (operator setting MEDIA_SERVICE_ACCOUNT)
 BASE_PORT = 20000
 SLOT_STRIDE = 100
 MAX_SLOT = 14
@@ -175,8 +177,9 @@ class Stack:
         "process-node",
         "operator",
         "shim",
+        "frontdoor",
     )
-    CONTROL_PLANE = ("operator", "shim")
+    CONTROL_PLANE = ("operator", "shim", "frontdoor")
 
     def __init__(
         self,
@@ -347,6 +350,12 @@ class Stack:
             "OPERATOR_HEALTH_PORT": str(self.ports.operator_health),
             "OPERATOR_METRICS_PORT": str(self.ports.operator_metrics),
             "OPERATOR_BIND": "127.0.0.1",
+            "FRONTDOOR_BIND": "127.0.0.1",
+            "FRONTDOOR_RTMP_PORT": str(self.ports.rtmp),
+            "FRONTDOOR_HTTP_PORT": str(self.ports.whip),
+            "LIVEKIT_SECRET_NAME": LIVEKIT_SECRET,
+            # The process node runs the media pod's command as a process: the venv's script.
+            "MEDIA_COMMAND": json.dumps([str(tools.VENV_BIN / "lki-media")]),
             **self.options.extra_env,
         }
 
@@ -379,6 +388,7 @@ class Stack:
             "process-node": self._process_node,
             "operator": self._operator,
             "shim": self._shim,
+            "frontdoor": self._frontdoor,
         }
         if name not in builders:
             raise KeyError(f"unknown component {name!r}; known: {', '.join(self.names())}")
@@ -536,6 +546,17 @@ class Stack:
             [str(tools.VENV_BIN / "lki-shim")],
             self.control_plane_env(),
             lambda: _http_ok(f"http://127.0.0.1:{self.ports.shim}/healthz"),
+            timeout=60,
+            grace=10,
+            cwd=tools.REPO_ROOT,
+        )
+
+    def _frontdoor(self) -> Component:
+        return Component(
+            "frontdoor",
+            [str(tools.VENV_BIN / "lki-frontdoor")],
+            self.control_plane_env(),
+            lambda: _http_ok(f"http://127.0.0.1:{self.ports.whip}/healthz"),
             timeout=60,
             grace=10,
             cwd=tools.REPO_ROOT,
@@ -756,8 +777,52 @@ class Stack:
             self.log(f"    CRDs applied: {', '.join(f.name for f in crd_files)}")
         ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}}
         self.kubectl("apply", "-f", "-", input=json.dumps(ns))
+        self.kubectl("apply", "-f", "-", input=json.dumps(self.media_objects()))
         for m in self.options.manifests:
             self.kubectl("apply", "--server-side", "--force-conflicts", "-f", m)
+
+    def media_objects(self) -> dict[str, Any]:
+        """What media pods need in the ingress namespace (the Helm chart makes the same): the
+        LiveKit key they join rooms with, and a ServiceAccount that may write ingress status."""
+        ns = self.namespace
+        meta = {"namespace": ns, "labels": {"app.kubernetes.io/name": "livekit-ingress"}}
+        return {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": LIVEKIT_SECRET, **meta},
+                    "stringData": {"apiKey": API_KEY, "apiSecret": API_SECRET},
+                },
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": MEDIA_SA, **meta}},
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "Role",
+                    "metadata": {"name": MEDIA_SA, **meta},
+                    "rules": [
+                        {
+                            "apiGroups": ["ingress.lkop.dev"],
+                            "resources": ["livekitingresses"],
+                            "verbs": ["get"],
+                        },
+                        {
+                            "apiGroups": ["ingress.lkop.dev"],
+                            "resources": ["livekitingresses/status"],
+                            "verbs": ["get", "patch"],
+                        },
+                    ],
+                },
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "RoleBinding",
+                    "metadata": {"name": MEDIA_SA, **meta},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": MEDIA_SA},
+                    "subjects": [{"kind": "ServiceAccount", "name": MEDIA_SA, "namespace": ns}],
+                },
+            ],
+        }
 
     def wait_service_accounts(self, within: float = 60.0) -> None:
         """Until the controller manager made the `default` ServiceAccounts pods need."""

@@ -16,7 +16,7 @@ from aiohttp import web
 from google.protobuf.message import Message
 from lightkube import ApiError
 from livekit.protocol import ingress as pb
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import Counter, Histogram
 
 from ingress_operator.config import Settings
 from ingress_operator.errors import (
@@ -28,9 +28,10 @@ from ingress_operator.errors import (
     Unavailable,
 )
 from ingress_operator.kube import Kube, connect
+from ingress_operator.metrics import serve_metrics
 from ingress_operator.models import snake_path
 from ingress_operator.shim import auth, codec, service
-from ingress_operator.shim.store import IngressStore
+from ingress_operator.store import IngressStore
 
 log = logging.getLogger(__name__)
 
@@ -191,12 +192,6 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(status=200 if ready else 503, text="ok\n" if ready else "syncing\n")
 
 
-async def metrics(_: web.Request) -> web.Response:
-    resp = web.Response(body=generate_latest())
-    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-    return resp
-
-
 @web.middleware
 async def never_a_traceback(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -233,6 +228,6 @@ def make_app(settings: Settings, store: IngressStore | None = None) -> web.Appli
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", serve_metrics)
     app.router.add_route("*", "/{path:.*}", route_twirp)
     return app

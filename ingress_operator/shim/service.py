@@ -10,7 +10,7 @@ from livekit.protocol import models as pbm
 
 from ingress_operator.errors import InvalidArgument
 from ingress_operator.models import spec_after_update, spec_from_create
-from ingress_operator.shim.store import Entry, IngressStore
+from ingress_operator.store import Entry, IngressStore
 
 
 async def create_ingress(store: IngressStore, req: pb.CreateIngressRequest) -> pb.IngressInfo:

@@ -9,7 +9,7 @@ from livekit.protocol import ingress as pb
 
 from ingress_operator.shim import codec
 from ingress_operator.shim.service import ListPage
-from ingress_operator.shim.store import Entry
+from ingress_operator.store import Entry
 
 
 def entry(info: pb.IngressInfo) -> Entry:

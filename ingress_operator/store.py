@@ -1,5 +1,6 @@
-"""The shim's view of the ingresses: LiveKitIngress objects and Secrets of one namespace, kept
-current by a watch and by the shim's own writes, so List and Get answer from memory.
+"""A view of the ingresses: LiveKitIngress objects and Secrets of one namespace, kept current by a
+watch and by the holder's own writes, so the shim's List and Get and the front door's stream-key
+lookups answer from memory.
 
 The API server stays the truth: every change goes to it first, and the shim's own writes are
 folded in at once so a caller reads what it just wrote.
@@ -96,6 +97,8 @@ class IngressStore:
         self.kube = kube
         self.settings = settings
         self.entries: dict[str, Entry] = {}  # by ingress id
+        self.by_stream_key: dict[str, str] = {}  # stream key -> ingress id
+        self.listeners: list[Callable[[str], None]] = []  # told the id of each changed entry
         self.secrets: dict[str, dict[str, str]] = {}  # name -> data (base64), stream-key Secrets only
         self._referenced: set[str] = set()  # Secrets named by a streamKeySecretRef
         self._fetches: set[asyncio.Future[None]] = set()
@@ -132,9 +135,13 @@ class IngressStore:
 
     async def _watch_ingresses(self, listed: asyncio.Event) -> None:
         def relist(items: list[Any]) -> None:
+            gone = set(self.entries)
             self.entries.clear()
+            self.by_stream_key.clear()
             for obj in items:
                 self._apply(as_dict(obj))
+            for ingress_id in gone - set(self.entries):
+                self._changed(ingress_id)
             listed.set()
 
         async for kind, obj in list_and_watch(self.kube.client, LiveKitIngressResource, on_list=relist):
@@ -173,6 +180,10 @@ class IngressStore:
         self.secrets[name] = secret.data or {}
         self._refresh_keys(name)
 
+    def remember(self, obj: Obj) -> None:
+        """Fold in a CR version the holder wrote itself, ahead of the watch."""
+        self._apply(obj)
+
     def _apply(self, obj: Obj) -> None:
         """Fold a CR version in, unless it is older than the one we hold."""
         meta = obj.get("metadata", {})
@@ -182,7 +193,7 @@ class IngressStore:
         held = self.entries.get(ingress_id)
         if meta.get("deletionTimestamp"):
             if held and held.uid == meta.get("uid"):
-                del self.entries[ingress_id]
+                self._remove(ingress_id)
             return
         if held and _newer(held, meta):
             return
@@ -207,6 +218,11 @@ class IngressStore:
                 fetch.add_done_callback(self._fetches.discard)
         key = secret_value(self.secrets.get(ref[0]), ref[1]) if ref else None
         info = ingress_info(cr, key or "", self.settings.rtmp_base_url, self.settings.whip_base_url)
+        old = self.entries.get(info.ingress_id)
+        if old and self.by_stream_key.get(old.info.stream_key) == info.ingress_id:
+            del self.by_stream_key[old.info.stream_key]
+        if info.stream_key:
+            self.by_stream_key[info.stream_key] = info.ingress_id
         self.entries[info.ingress_id] = Entry(
             ingress_id=info.ingress_id,
             name=cr.metadata.name,
@@ -219,6 +235,17 @@ class IngressStore:
             info_json=json.dumps(to_json(info), separators=(",", ":")),
             seniority=rank,
         )
+        self._changed(info.ingress_id)
+
+    def _remove(self, ingress_id: str) -> None:
+        entry = self.entries.pop(ingress_id, None)
+        if entry and self.by_stream_key.get(entry.info.stream_key) == ingress_id:
+            del self.by_stream_key[entry.info.stream_key]
+        self._changed(ingress_id)
+
+    def _changed(self, ingress_id: str) -> None:
+        for listener in self.listeners:
+            listener(ingress_id)
 
     def _forget(self, obj: Obj) -> None:
         meta = obj.get("metadata", {})
@@ -226,7 +253,7 @@ class IngressStore:
         ingress_id = meta.get("labels", {}).get(ID_LABEL, "")
         held = self.entries.get(ingress_id)
         if held and held.uid == meta.get("uid"):
-            del self.entries[ingress_id]
+            self._remove(ingress_id)
 
     def _refresh_keys(self, secret_name: str | None) -> None:
         """Rebuild the entries whose stream key lives in this Secret (None: in any)."""
@@ -241,6 +268,11 @@ class IngressStore:
         if entry is None:
             raise NotFound()
         return entry
+
+    def find_by_stream_key(self, stream_key: str) -> Entry | None:
+        """The ingress whose stream key this is, if any."""
+        ingress_id = self.by_stream_key.get(stream_key) if stream_key else None
+        return self.entries.get(ingress_id) if ingress_id else None
 
     def list(self, room_name: str = "", ingress_id: str = "") -> list[Entry]:
         """Matching entries sorted by id; an id filter wins over a room filter, as in LiveKit."""
@@ -319,6 +351,6 @@ class IngressStore:
             if err.status.code != 404:
                 raise
         self._deleted_uids.add(entry.uid)
-        self.entries.pop(ingress_id, None)
+        self._remove(ingress_id)
         log.info("ingress deleted", extra={"ingress_id": ingress_id})
         return entry

@@ -1,0 +1,239 @@
+"""Sessions and their media pods, as the operator runs them.
+
+A session is `status.session` of a LiveKitIngress: the front door writes it when an encoder
+publishes (RTMP, WHIP). The operator answers with one media pod per session and ends the
+session by removing it from the status again:
+
+- its pod exits 0 → the session is over (the pod wrote INACTIVE or COMPLETE; if it did not,
+  INACTIVE is written here);
+- its pod fails, or is deleted by someone else → ERROR naming the pod and why;
+- the spec changes (UpdateIngress, `enabled: false`) → INACTIVE, and the pod is deleted;
+- the CR is deleted → the pods are deleted before the finalizer goes.
+
+Every status write here is a JSON patch that first tests `status.session.resourceId`, so a
+session the front door started in the meantime (an encoder reconnecting) is never clobbered.
+`plan` is pure: it looks at a CR and its pods and says what to do; `converge` does it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingress_operator.config import Settings
+from ingress_operator.kube import Kube, Obj
+from ingress_operator.models import GROUP, ID_LABEL, KIND, VERSION, IngressStatus, Session
+from ingress_operator.reconcile import now, rfc3339
+
+log = logging.getLogger(__name__)
+
+RESOURCE_LABEL = "ingress.lkop.dev/resource-id"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+MEDIA = "media"
+MEDIA_PORT = 8090
+LIVE = (IngressStatus.ENDPOINT_BUFFERING, IngressStatus.ENDPOINT_PUBLISHING)
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What the operator needs to know of a media pod (kept in a kopf index)."""
+
+    name: str
+    resource_id: str
+    phase: str
+    exit_code: int | None = None
+    reason: str = ""
+    message: str = ""
+
+    @classmethod
+    def of(cls, pod: Obj) -> PodView:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        terminated: Obj = {}
+        for cs in status.get("containerStatuses") or []:
+            terminated = (cs.get("state") or {}).get("terminated") or terminated
+        return cls(
+            name=meta.get("name", ""),
+            resource_id=(meta.get("labels") or {}).get(RESOURCE_LABEL, ""),
+            phase=status.get("phase") or "Pending",
+            exit_code=terminated.get("exitCode"),
+            reason=terminated.get("reason") or status.get("reason") or "",
+            message=terminated.get("message") or status.get("message") or "",
+        )
+
+    @property
+    def failure(self) -> str:
+        """Why the pod failed, for the ingress's error text."""
+        how = f"exit code {self.exit_code}" if self.exit_code is not None else "failed"
+        detail = ", ".join(x for x in (self.reason, self.message.strip()) if x)
+        return f"media pod {self.name} {how}" + (f" ({detail})" if detail else "")
+
+
+@dataclass
+class Plan:
+    """What to do for one CR: a pod to create, pods to delete, a guarded status change."""
+
+    create: Obj | None = None
+    delete: list[str] = field(default_factory=list)
+    status_ops: list[Obj] = field(default_factory=list)
+    note: str = ""
+
+
+def pod_name(cr_name: str, resource_id: str) -> str:
+    suffix = "-" + resource_id.lower().replace("_", "-")
+    return cr_name[: 63 - len(suffix)].rstrip("-.") + suffix
+
+
+def plan(body: Obj, pods: list[PodView], settings: Settings, pod_exists: bool | None = None) -> Plan:
+    """What the sessions of this CR need. `pod_exists` answers, when the pod index has no pod
+    for a session whose pod was created, whether the API server has it (the index may lag)."""
+    meta, status = body["metadata"], body.get("status") or {}
+    out = Plan()
+    raw = status.get("session")
+    session = Session.model_validate(raw) if raw else None
+    rid = session.resource_id if session else None
+    out.delete = [p.name for p in pods if p.resource_id != rid]
+    if session is None:
+        return out
+    state = status.get("state") or {}
+    ours = state.get("resourceId") == rid
+    live = ours and state.get("status") in LIVE
+    pod = next((p for p in pods if p.resource_id == rid), None)
+    spec = body.get("spec") or {}
+    if meta.get("deletionTimestamp"):
+        out.delete += [pod.name] if pod else []
+        return out
+    if session.generation != meta.get("generation") or spec.get("enabled") is False:
+        out.delete += [pod.name] if pod else []
+        out.status_ops = _end(rid, IngressStatus.ENDPOINT_INACTIVE, None, live)
+        out.note = "the ingress changed: session ended"
+    elif pod is not None and pod.phase == "Succeeded":
+        out.delete.append(pod.name)
+        out.status_ops = _end(rid, IngressStatus.ENDPOINT_INACTIVE, None, live)
+        out.note = "session over"
+    elif pod is not None and pod.phase == "Failed":
+        out.delete.append(pod.name)
+        errored = ours and state.get("status") == IngressStatus.ENDPOINT_ERROR
+        out.status_ops = _end(rid, IngressStatus.ENDPOINT_ERROR, None if errored else pod.failure, True)
+        out.note = "media pod failed"
+    elif pod is None and session.pod is None:
+        name = pod_name(meta["name"], rid or "")
+        out.create = media_pod(body, session, name, settings)
+        out.status_ops = [
+            _test(rid),
+            {"op": "add", "path": "/status/session/pod", "value": name},
+        ]
+        out.note = "media pod created"
+    elif pod is None and pod_exists is False:
+        error = f"media pod {session.pod} was deleted"
+        out.status_ops = _end(rid, IngressStatus.ENDPOINT_ERROR, error, True)
+        out.note = "media pod deleted"
+    return out
+
+
+def _test(rid: str | None) -> Obj:
+    return {"op": "test", "path": "/status/session/resourceId", "value": rid}
+
+
+def _end(rid: str | None, to: IngressStatus, error: str | None, write_state: bool) -> list[Obj]:
+    """Remove the session; move the state on only if it still shows this session live (a pod
+    that ended cleanly has written its own final state)."""
+    ops: list[Obj] = [_test(rid), {"op": "remove", "path": "/status/session"}]
+    if write_state:
+        when = rfc3339(now())
+        ops += [
+            {"op": "add", "path": "/status/state/status", "value": to.value},
+            {"op": "add", "path": "/status/state/endedAt", "value": when},
+            {"op": "add", "path": "/status/state/updatedAt", "value": when},
+        ]
+        if error is not None:
+            ops.append({"op": "add", "path": "/status/state/error", "value": error})
+    return ops
+
+
+def media_pod(body: Obj, session: Session, name: str, settings: Settings) -> Obj:
+    """The Pod that serves one session."""
+    meta = body["metadata"]
+    ingress_id = meta["labels"][ID_LABEL]
+    labels = {
+        ID_LABEL: ingress_id,
+        RESOURCE_LABEL: session.resource_id,
+        "app.kubernetes.io/name": "livekit-ingress",
+        COMPONENT_LABEL: MEDIA,
+    }
+    secret = settings.livekit_secret_name
+
+    def from_secret(key: str) -> Obj:
+        return {"secretKeyRef": {"name": secret, "key": key}}
+
+    env = [
+        {"name": "INGRESS_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "INGRESS_NAME", "value": meta["name"]},
+        {"name": "RESOURCE_ID", "value": session.resource_id},
+        {"name": "SOURCE_URL", "value": session.source},
+        {"name": "LIVEKIT_URL", "value": settings.livekit_ws_url},
+        {"name": "LIVEKIT_API_KEY", "valueFrom": from_secret("apiKey")},
+        {"name": "LIVEKIT_API_SECRET", "valueFrom": from_secret("apiSecret")},
+        {"name": "MEDIA_PORT", "value": str(MEDIA_PORT)},
+        *({"name": k, "value": v} for k, v in sorted(settings.media_env.items())),
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": KIND,
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "serviceAccountName": settings.media_service_account,
+            # The pod writes its final state and leaves the room on SIGTERM in well under this.
+            "terminationGracePeriodSeconds": 15,
+            "containers": [
+                {
+                    "name": MEDIA,
+                    "image": settings.media_image,
+                    "command": list(settings.media_command),
+                    "env": env,
+                    "ports": [{"name": "http", "containerPort": MEDIA_PORT}],
+                    "readinessProbe": {
+                        "httpGet": {"path": "/healthz", "port": MEDIA_PORT},
+                        "periodSeconds": 2,
+                    },
+                    "resources": settings.media_resources,
+                }
+            ],
+        },
+    }
+
+
+async def converge(kube: Kube, settings: Settings, body: Obj, pods: list[PodView]) -> Plan:
+    """Do what `plan` asks for this CR."""
+    meta = body["metadata"]
+    session: Any = (body.get("status") or {}).get("session") or {}
+    exists = None
+    if session.get("pod") and not any(p.resource_id == session.get("resourceId") for p in pods):
+        exists = await kube.pod_exists(session["pod"])
+    todo = plan(body, pods, settings, exists)
+    extra = {"ingress_id": meta.get("labels", {}).get(ID_LABEL), "resource_id": session.get("resourceId")}
+    for name in todo.delete:
+        await kube.delete_pod(name)
+    if todo.create is not None:
+        await kube.create_pod(todo.create)
+    if todo.status_ops and await kube.json_patch_status(meta["name"], todo.status_ops) is None:
+        log.info("session moved on before the change; nothing written", extra=extra)
+        return todo
+    if todo.note:
+        log.info(todo.note, extra=extra)
+    return todo

@@ -1,0 +1,62 @@
+"""The front door's HTTP side: media pods read their session's FLV stream here; health and
+metrics. (WHIP joins it later.)
+
+A session's URL holds its resource id, 12 random base57 characters: only the pod the operator
+gave it to knows it, and it can be read once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from prometheus_client import Counter, Gauge
+
+from ingress_operator.metrics import serve_metrics
+from ingress_pod.frontdoor.sessions import SessionRegistry
+
+log = logging.getLogger(__name__)
+
+REGISTRY = web.AppKey("registry", SessionRegistry)
+SESSIONS = Gauge("lki_frontdoor_sessions", "Live sessions on this front door")
+BYTES_OUT = Counter("lki_frontdoor_bytes_to_pods_total", "FLV bytes handed to media pods")
+
+
+async def session_source(request: web.Request) -> web.StreamResponse:
+    """Stream one session's FLV to its media pod, from the start-up cache to the end."""
+    registry = request.app[REGISTRY]
+    session = registry.by_resource.get(request.match_info["resource_id"])
+    if session is None:
+        raise web.HTTPNotFound(text="no such session\n")
+    if session.attached:
+        raise web.HTTPConflict(text="session already has a reader\n")
+    session.attach()
+    log.info("media pod attached", extra=session.log_extra)
+    resp = web.StreamResponse(headers={"Content-Type": "video/x-flv", "Cache-Control": "no-store"})
+    await resp.prepare(request)
+    try:
+        while (chunk := await session.next_chunk()) is not None:
+            await resp.write(chunk)
+            BYTES_OUT.inc(len(chunk))
+        await resp.write_eof()
+    except (ConnectionError, RuntimeError):  # aiohttp raises RuntimeError on a closed transport
+        pass
+    finally:
+        session.end(session.end_reason or "the media pod disconnected")
+        registry.by_resource.pop(session.resource_id, None)
+    return resp
+
+
+async def healthz(request: web.Request) -> web.Response:
+    ready = request.app[REGISTRY].store.healthy
+    return web.Response(status=200 if ready else 503, text="ok\n" if ready else "syncing\n")
+
+
+def make_app(registry: SessionRegistry) -> web.Application:
+    app = web.Application()
+    app[REGISTRY] = registry
+    app.router.add_get("/sessions/{resource_id}", session_source)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", serve_metrics)
+    SESSIONS.set_function(lambda: len(registry.by_ingress))
+    return app

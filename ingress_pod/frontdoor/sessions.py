@@ -1,0 +1,181 @@
+"""Sessions on the front door: the policy of who may publish, and the hand-over of one encoder's
+FLV stream to the media pod that serves its session.
+
+An encoder's publish becomes a session when its stream key names an enabled ingress with no
+live publisher: the front door writes `status.session` (and state BUFFERING) into the CR, the
+operator starts a media pod for it, and the pod reads the stream from this process over HTTP.
+Either side ending ends the session: the encoder leaving gives the pod end-of-stream, and the
+pod leaving (or the operator ending the session in the CR) closes the encoder's connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from ingress_operator import ids
+from ingress_operator.kube import Kube
+from ingress_operator.models import IngressState, IngressStatus, InputType, Session
+from ingress_operator.reconcile import now
+from ingress_operator.store import IngressStore
+from ingress_pod.frontdoor.flv import StartCache
+
+log = logging.getLogger(__name__)
+
+# How long an ended session stays readable for a pod that had not attached yet (a short push).
+LINGER_S = 30.0
+# A session whose pod has not attached by then is given up (no node could run it).
+ATTACH_TIMEOUT_S = 60.0
+# Bytes queued for a pod that reads too slowly before the session is dropped.
+MAX_QUEUED_BYTES = 32 << 20
+
+
+class Refused(Exception):
+    """A publish the front door turns down; the message goes back to the encoder."""
+
+
+@dataclass(eq=False)
+class LiveSession:
+    """One encoder's stream, from publish until either side leaves."""
+
+    resource_id: str
+    ingress_id: str
+    cr_name: str
+    cache: StartCache = field(default_factory=StartCache)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    end_reason: str = ""
+    attached: bool = False
+    confirmed: bool = False  # written into the CR: from then on the CR says whether it lives
+    _queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    _queued: int = 0
+
+    @property
+    def log_extra(self) -> dict[str, str]:
+        return {"ingress_id": self.ingress_id, "resource_id": self.resource_id}
+
+    def feed(self, kind: int, timestamp_ms: int, body: bytes) -> None:
+        """One tag from the encoder: cached for a pod yet to come, or queued for the pod."""
+        if self.ended.is_set():
+            return
+        framed = self.cache.add(kind, timestamp_ms, body)
+        if self.attached:
+            self._queued += len(framed)
+            if self._queued > MAX_QUEUED_BYTES:
+                self.end("the media pod reads too slowly")
+                return
+            self._queue.put_nowait(framed)
+
+    def attach(self) -> None:
+        """The pod connects: it gets the start-up cache, then everything live."""
+        self.attached = True
+        self._queue.put_nowait(self.cache.snapshot())
+        if self.ended.is_set():
+            self._queue.put_nowait(None)
+
+    async def next_chunk(self) -> bytes | None:
+        """The next bytes for the pod; None at the end of the stream."""
+        chunk = await self._queue.get()
+        if chunk is not None:
+            self._queued -= len(chunk)
+        return chunk
+
+    def end(self, reason: str) -> None:
+        if self.ended.is_set():
+            return
+        self.end_reason = reason
+        self.ended.set()
+        self._queue.put_nowait(None)
+        log.info("session ended", extra={**self.log_extra, "reason": reason})
+
+
+class SessionRegistry:
+    """The live sessions of this front door, and the rules for opening one."""
+
+    def __init__(self, kube: Kube, store: IngressStore, source_base_url: str) -> None:
+        self.kube = kube
+        self.store = store
+        self.source_base_url = source_base_url.rstrip("/")
+        self.by_ingress: dict[str, LiveSession] = {}
+        self.by_resource: dict[str, LiveSession] = {}
+        store.listeners.append(self._ingress_changed)
+
+    async def open(self, stream_key: str, input_type: InputType) -> LiveSession:
+        """Start a session for a publish with this stream key, or raise Refused."""
+        entry = self.store.find_by_stream_key(stream_key)
+        if entry is None:
+            raise Refused("unknown stream key")
+        cr = entry.cr
+        if cr.spec.input_type is not input_type:
+            raise Refused(f"stream key of a {cr.spec.input_type.value} ingress")
+        if cr.spec.enabled is False:
+            raise Refused("ingress is disabled")
+        if cr.status.ingress_id != entry.ingress_id:
+            raise Refused("ingress is not ready yet")
+        if entry.ingress_id in self.by_ingress:
+            raise Refused("ingress already has a live publisher")
+        prefix = {InputType.RTMP: "RT_", InputType.WHIP: "WH_"}[input_type]
+        rid = ids.guid(prefix)
+        session = LiveSession(rid, entry.ingress_id, entry.name)
+        # Taken before the first await, so a second publisher racing this one is refused.
+        self.by_ingress[entry.ingress_id] = session
+        self.by_resource[rid] = session
+        when = now()
+        doc = Session(
+            resource_id=rid,
+            source=f"{self.source_base_url}/sessions/{rid}",
+            generation=cr.metadata.generation,
+        )
+        state = IngressState(
+            status=IngressStatus.ENDPOINT_BUFFERING, started_at=when, updated_at=when, resource_id=rid
+        )
+        try:
+            obj = await self.kube.json_patch_status(
+                entry.name,
+                [
+                    {"op": "add", "path": "/status/session", "value": doc.to_cr()},
+                    {"op": "add", "path": "/status/state", "value": state.to_cr()},
+                ],
+            )
+        except Exception:
+            self._drop(session)
+            raise
+        if obj is not None:
+            self.store.remember(obj)
+        session.confirmed = True
+        asyncio.get_running_loop().call_later(ATTACH_TIMEOUT_S, self._attach_deadline, session)
+        log.info("session started", extra=session.log_extra)
+        return session
+
+    def close(self, session: LiveSession, reason: str) -> None:
+        """The encoder is gone: end the session, keep it readable a while for a late pod."""
+        session.end(reason)
+        if self.by_ingress.get(session.ingress_id) is session:
+            del self.by_ingress[session.ingress_id]
+        if session.attached:
+            self.by_resource.pop(session.resource_id, None)
+        else:
+            asyncio.get_running_loop().call_later(LINGER_S, self._drop, session)
+
+    def _drop(self, session: LiveSession) -> None:
+        if self.by_ingress.get(session.ingress_id) is session:
+            del self.by_ingress[session.ingress_id]
+        if self.by_resource.get(session.resource_id) is session:
+            del self.by_resource[session.resource_id]
+
+    def _attach_deadline(self, session: LiveSession) -> None:
+        if not session.attached and not session.ended.is_set():
+            session.end(f"no media pod attached within {ATTACH_TIMEOUT_S:g} s")
+
+    def _ingress_changed(self, ingress_id: str) -> None:
+        """The CR changed: end our session if the operator ended it or the ingress is gone."""
+        session = self.by_ingress.get(ingress_id)
+        if session is None or not session.confirmed:
+            return
+        entry = self.store.entries.get(ingress_id)
+        if entry is None:
+            session.end("ingress deleted")
+            return
+        current = entry.cr.status.session
+        if current is None or current.resource_id != session.resource_id:
+            session.end("session ended by the operator")

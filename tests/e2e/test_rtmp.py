@@ -1,0 +1,291 @@
+"""RTMP end to end on the local stack: ffmpeg pushes to the front door, the operator runs a
+media pod, a `livekit` rtc subscriber decodes what arrives in the room, and ListIngress and
+the CR show the live state. Every case also checks no media pod is left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from livekit import api
+from livekit.protocol import ingress as lkingress
+
+from local_stack.node.kube import Kube
+from tests.e2e.conftest import wait_for
+from tests.e2e.media import Subscriber, push
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(240),
+    pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning"),
+]
+
+S = lkingress.IngressState.Status
+MEDIA_PODS = "app.kubernetes.io/component=media"
+
+
+@pytest.fixture
+async def room() -> str:
+    return f"rtmp-{uuid.uuid4().hex[:8]}"
+
+
+class Ingress:
+    """One RTMP ingress made through the API, with what a test needs to drive it."""
+
+    def __init__(self, lk: api.LiveKitAPI, info: lkingress.IngressInfo, env: dict[str, str]) -> None:
+        self.lk, self.info, self.env = lk, info, env
+
+    @property
+    def push_url(self) -> str:
+        return f"{self.info.url}/{self.info.stream_key}"
+
+    async def get(self) -> lkingress.IngressInfo:
+        listing = await self.lk.ingress.list_ingress(api.ListIngressRequest(ingress_id=self.info.ingress_id))
+        return listing.items[0]
+
+    async def state_is(self, status: int, within: float = 60) -> lkingress.IngressInfo:
+        async def check() -> lkingress.IngressInfo | None:
+            info = await self.get()
+            return info if info.state.status == status else None
+
+        return await wait_for(check, f"state {S.Name(status)}", within)
+
+    def subscriber(self) -> Subscriber:
+        ws = self.env["LIVEKIT_SERVER_URL"].replace("http://", "ws://")
+        return Subscriber(
+            ws, self.env["LIVEKIT_API_KEY"], self.env["LIVEKIT_API_SECRET"], self.info.room_name
+        )
+
+
+@pytest.fixture
+async def make_ingress(
+    lkapi: api.LiveKitAPI, stack_env: dict[str, str], room: str, kube: Kube
+) -> AsyncIterator[Any]:
+    made: list[Ingress] = []
+
+    async def make(**kwargs: Any) -> Ingress:
+        req = api.CreateIngressRequest(
+            input_type=api.IngressInput.RTMP_INPUT,
+            name="e2e-rtmp",
+            room_name=room,
+            participant_identity=kwargs.pop("identity", "encoder"),
+            participant_name="The Encoder",
+            **kwargs,
+        )
+        info = await lkapi.ingress.create_ingress(req)
+        ingress = Ingress(lkapi, info, stack_env)
+        made.append(ingress)
+        return ingress
+
+    yield make
+    for ingress in made:
+        with contextlib.suppress(api.TwirpError):
+            await lkapi.ingress.delete_ingress(api.DeleteIngressRequest(ingress_id=ingress.info.ingress_id))
+    namespace = stack_env["INGRESS_NAMESPACE"]
+    ids = {i.info.ingress_id for i in made}
+
+    async def no_pods_left() -> bool:
+        pods = await kube.get(f"/api/v1/namespaces/{namespace}/pods", {"labelSelector": MEDIA_PODS})
+        mine = [p for p in pods["items"] if p["metadata"]["labels"].get("ingress.lkop.dev/id") in ids]
+        return not mine
+
+    await wait_for(no_pods_left, "the media pods to be gone", 60)
+
+
+async def test_push_1080p_reaches_the_room_as_720p_with_three_layers_then_inactive(
+    make_ingress: Any, lkapi: api.LiveKitAPI, stack_env: dict[str, str]
+) -> None:
+    ingress = await make_ingress(identity="cam-1080")
+    assert ingress.info.state.status == S.ENDPOINT_INACTIVE
+    encoder = await push(ingress.push_url, seconds=14)
+    async with ingress.subscriber() as sub:
+        got = await sub.receive("cam-1080", video_frames=40, audio_frames=100)
+    assert (1280, 720) in got.video_sizes, got.video_sizes
+    assert set(got.audio_rates) == {(48000, 2)}
+
+    info = await ingress.state_is(S.ENDPOINT_PUBLISHING, within=10)
+    video, audio = info.state.video, info.state.audio
+    assert (video.width, video.height) == (1920, 1080)
+    assert 25 <= video.framerate <= 31, video.framerate
+    assert video.mime_type.lower().endswith("h264") and video.average_bitrate > 0
+    assert audio.channels == 2 and audio.sample_rate == 44100
+    assert info.state.resource_id.startswith("RT_") and info.state.room_id.startswith("RM_")
+    assert info.state.started_at > 0 and {t.type for t in info.state.tracks} == {0, 1}
+
+    rooms = await lkapi.room.list_participants(api.ListParticipantsRequest(room=ingress.info.room_name))
+    (publisher,) = [p for p in rooms.participants if p.identity == "cam-1080"]
+    assert publisher.kind == api.ParticipantInfo.Kind.INGRESS and publisher.name == "The Encoder"
+    (video_track,) = [t for t in publisher.tracks if t.type == api.TrackType.VIDEO]
+    sizes = sorted((layer.width, layer.height) for layer in video_track.layers)
+    assert sizes == [(320, 180), (640, 360), (1280, 720)]
+
+    code, err = await encoder.wait()
+    assert code == 0, err
+    done = await ingress.state_is(S.ENDPOINT_INACTIVE, within=30)
+    assert done.state.ended_at >= done.state.started_at > 0
+
+
+async def test_unknown_key_disabled_ingress_and_a_second_publisher_are_refused(make_ingress: Any) -> None:
+    ingress = await make_ingress(identity="refusals")
+    base = ingress.info.url
+    unknown = await push(f"{base}/not-a-key", seconds=5, size="320x240")
+    code, err = await unknown.wait(within=15)
+    assert code != 0 and "error" in err.lower(), err
+
+    first = await push(ingress.push_url, seconds=20, size="320x240")
+    await ingress.state_is(S.ENDPOINT_PUBLISHING)
+    second = await push(ingress.push_url, seconds=5, size="320x240")
+    code, err = await second.wait(within=15)
+    assert code != 0, err
+    assert (await ingress.get()).state.status == S.ENDPOINT_PUBLISHING  # the first one goes on
+    await first.stop()
+    await ingress.state_is(S.ENDPOINT_INACTIVE)
+
+    disabled = await make_ingress(identity="disabled", enabled=False)
+    refused = await push(disabled.push_url, seconds=5, size="320x240")
+    code, err = await refused.wait(within=15)
+    assert code != 0, err
+    assert (await disabled.get()).state.status == S.ENDPOINT_INACTIVE
+
+
+async def test_update_during_a_push_ends_the_session_and_a_reconnect_starts_a_new_one(
+    make_ingress: Any, lkapi: api.LiveKitAPI
+) -> None:
+    ingress = await make_ingress(identity="updated")
+    encoder = await push(ingress.push_url, seconds=60, size="640x360")
+    first = await ingress.state_is(S.ENDPOINT_PUBLISHING)
+    await lkapi.ingress.update_ingress(
+        api.UpdateIngressRequest(ingress_id=ingress.info.ingress_id, participant_name="Renamed")
+    )
+    code, _ = await encoder.wait(within=30)  # the front door drops the encoder
+    assert code != 0
+    ended = await ingress.state_is(S.ENDPOINT_INACTIVE)
+    assert ended.state.ended_at > 0
+
+    again = await push(ingress.push_url, seconds=30, size="640x360")
+    second = await ingress.state_is(S.ENDPOINT_PUBLISHING)
+    assert second.state.resource_id != first.state.resource_id
+    async with ingress.subscriber() as sub:
+        got = await sub.receive("updated", video_frames=5, audio_frames=5)
+    assert got.video_sizes and got.audio_rates
+    await again.stop()
+    await ingress.state_is(S.ENDPOINT_INACTIVE)
+
+
+async def test_delete_during_a_push_stops_it(make_ingress: Any, lkapi: api.LiveKitAPI) -> None:
+    ingress = await make_ingress(identity="deleted")
+    encoder = await push(ingress.push_url, seconds=60, size="640x360")
+    await ingress.state_is(S.ENDPOINT_PUBLISHING)
+    final = await lkapi.ingress.delete_ingress(api.DeleteIngressRequest(ingress_id=ingress.info.ingress_id))
+    assert final.state.status == S.ENDPOINT_INACTIVE
+    code, _ = await encoder.wait(within=30)
+    assert code != 0
+
+
+async def test_pod_killed_mid_session_is_an_error_then_a_new_push_works(
+    make_ingress: Any, kube: Kube, stack_env: dict[str, str]
+) -> None:
+    ingress = await make_ingress(identity="killed")
+    encoder = await push(ingress.push_url, seconds=60, size="640x360")
+    await ingress.state_is(S.ENDPOINT_PUBLISHING)
+    namespace = stack_env["INGRESS_NAMESPACE"]
+    selector = f"ingress.lkop.dev/id={ingress.info.ingress_id}"
+    pods = await kube.get(f"/api/v1/namespaces/{namespace}/pods", {"labelSelector": selector})
+    (pod,) = pods["items"]
+    os.kill(_pod_pid(pod), signal.SIGKILL)
+    failed = await ingress.state_is(S.ENDPOINT_ERROR)
+    assert "exit code" in failed.state.error and pod["metadata"]["name"] in failed.state.error
+    code, _ = await encoder.wait(within=30)
+    assert code != 0
+
+    again = await push(ingress.push_url, seconds=30, size="640x360")
+    await ingress.state_is(S.ENDPOINT_PUBLISHING)
+    await again.stop()
+    await ingress.state_is(S.ENDPOINT_INACTIVE)
+
+
+def _pod_pid(pod: dict[str, Any]) -> int:
+    """The pid of a pod's container on the process node (its container id is `process://<pid>`)."""
+    (status,) = pod["status"]["containerStatuses"]
+    return int(status["containerID"].removeprefix("process://"))
+
+
+@pytest.mark.parametrize(
+    ("case", "request_fields", "source", "sizes", "tracks"),
+    [
+        ("portrait", {}, {"size": "720x1280"}, [(406, 720)], {"video", "audio"}),
+        (
+            "540p 2 layers",
+            {"video": api.IngressVideoOptions(preset=lkingress.H264_540P_25FPS_2_LAYERS)},
+            {"size": "1280x720"},
+            [(960, 540)],
+            {"video", "audio"},
+        ),
+        (
+            "1 layer",
+            {"video": api.IngressVideoOptions(preset=lkingress.H264_720P_30FPS_1_LAYER)},
+            {"size": "1280x720"},
+            [(1280, 720)],
+            {"video", "audio"},
+        ),
+        (
+            "custom options",
+            {
+                "video": api.IngressVideoOptions(
+                    name="custom-cam",
+                    options=lkingress.IngressVideoEncodingOptions(
+                        video_codec=lkingress.H264_BASELINE,
+                        frame_rate=20,
+                        layers=[api.VideoLayer(quality=2, width=854, height=480, bitrate=900_000)],
+                    ),
+                ),
+                "audio": api.IngressAudioOptions(name="custom-mic", preset=lkingress.OPUS_MONO_64KBS),
+            },
+            {"size": "1280x720"},
+            [(854, 480)],
+            {"video", "audio"},
+        ),
+        ("audio only", {}, {"video": False}, [], {"audio"}),
+        ("video only", {}, {"audio": False, "size": "640x360"}, [(640, 360)], {"video"}),
+    ],
+)
+async def test_encodings_and_inputs(
+    make_ingress: Any,
+    lkapi: api.LiveKitAPI,
+    case: str,
+    request_fields: dict[str, Any],
+    source: dict[str, Any],
+    sizes: list[tuple[int, int]],
+    tracks: set[str],
+) -> None:
+    identity = "enc-" + case.replace(" ", "-")
+    ingress = await make_ingress(identity=identity, **request_fields)
+    encoder = await push(ingress.push_url, seconds=25, **source)
+    async with ingress.subscriber() as sub:
+        got = await sub.receive(identity, video_frames=20, audio_frames=20, kinds=tuple(sorted(tracks)))
+    if sizes:
+        assert sizes[0] in got.video_sizes, got.video_sizes
+    assert bool(got.audio_rates) == ("audio" in tracks)
+    info = await ingress.state_is(S.ENDPOINT_PUBLISHING)
+    kinds = {"video" if t.type == 1 else "audio" for t in info.state.tracks}
+    assert kinds == tracks
+    names = {t.name for t in info.state.tracks}
+    if case == "custom options":
+        assert names == {"custom-cam", "custom-mic"}
+    await encoder.stop()
+    await ingress.state_is(S.ENDPOINT_INACTIVE)
+
+
+async def test_unsupported_codec_is_an_error_with_a_message(make_ingress: Any) -> None:
+    ingress = await make_ingress(identity="flv1")
+    encoder = await push(ingress.push_url, seconds=20, size="320x240", video_codec=["-c:v", "flv1"])
+    failed = await ingress.state_is(S.ENDPOINT_ERROR)
+    assert "codec" in failed.state.error.lower(), failed.state.error
+    await encoder.stop()
+    await asyncio.sleep(0)

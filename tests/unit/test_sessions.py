@@ -1,0 +1,189 @@
+"""What the operator does about a session, for each state of the CR and its media pod."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ingress_operator.config import Settings
+from ingress_operator.models import ID_LABEL
+from ingress_operator.sessions import RESOURCE_LABEL, PodView, plan, pod_name
+
+RID = "RT_abcdefghijkl"
+POD = pod_name("cam", RID)
+SETTINGS = Settings(media_command=["/venv/bin/lki-media"])
+
+
+def cr(
+    session: bool = True,
+    pod_created: bool = False,
+    state: str = "ENDPOINT_BUFFERING",
+    state_rid: str = RID,
+    generation: int = 3,
+    session_generation: int = 3,
+    enabled: bool | None = None,
+    deleting: bool = False,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": "cam",
+        "uid": "u-1",
+        "generation": generation,
+        "labels": {ID_LABEL: "IN_x"},
+    }
+    if deleting:
+        meta["deletionTimestamp"] = "2026-12-01T00:00:00Z"
+    status: dict[str, Any] = {"ingressId": "IN_x", "state": {"status": state, "resourceId": state_rid}}
+    if session:
+        status["session"] = {
+            "resourceId": RID,
+            "source": f"http://127.0.0.1:8080/sessions/{RID}",
+            "generation": session_generation,
+            **({"pod": POD} if pod_created else {}),
+        }
+    spec: dict[str, Any] = {"inputType": "RTMP", "participantIdentity": "p", "roomName": "r"}
+    if enabled is not None:
+        spec["enabled"] = enabled
+    return {"metadata": meta, "spec": spec, "status": status}
+
+
+def pod(phase: str, rid: str = RID, exit_code: int | None = None) -> PodView:
+    return PodView(pod_name("cam", rid), rid, phase, exit_code, "Error" if exit_code else "")
+
+
+def ops_summary(ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """{path: value} of the patch, after checking it is guarded by the session's id."""
+    if not ops:
+        return {}
+    assert ops[0] == {"op": "test", "path": "/status/session/resourceId", "value": RID}
+    return {o["path"]: o.get("value", o["op"]) for o in ops[1:]}
+
+
+CASES: list[tuple[str, dict[str, Any], list[PodView], bool | None, dict[str, Any]]] = [
+    ("no session, no pod", cr(session=False), [], None, {}),
+    ("new session: create the pod", cr(), [], None, {"create": True, "/status/session/pod": POD}),
+    ("pod starting", cr(pod_created=True), [pod("Pending")], None, {}),
+    ("pod running", cr(pod_created=True, state="ENDPOINT_PUBLISHING"), [pod("Running")], None, {}),
+    (
+        "pod done, wrote its final state",
+        cr(pod_created=True, state="ENDPOINT_INACTIVE"),
+        [pod("Succeeded", exit_code=0)],
+        None,
+        {"delete": [POD], "/status/session": "remove"},
+    ),
+    (
+        "pod done without a final state",
+        cr(pod_created=True, state="ENDPOINT_PUBLISHING"),
+        [pod("Succeeded", exit_code=0)],
+        None,
+        {"delete": [POD], "/status/session": "remove", "/status/state/status": "ENDPOINT_INACTIVE"},
+    ),
+    (
+        "pod crashed",
+        cr(pod_created=True, state="ENDPOINT_PUBLISHING"),
+        [pod("Failed", exit_code=137)],
+        None,
+        {
+            "delete": [POD],
+            "/status/session": "remove",
+            "/status/state/status": "ENDPOINT_ERROR",
+            "/status/state/error": f"media pod {POD} exit code 137 (Error)",
+        },
+    ),
+    (
+        "pod failed after writing its own error",
+        cr(pod_created=True, state="ENDPOINT_ERROR"),
+        [pod("Failed", exit_code=1)],
+        None,
+        {"delete": [POD], "/status/session": "remove", "/status/state/status": "ENDPOINT_ERROR"},
+    ),
+    (
+        "pod deleted by someone",
+        cr(pod_created=True, state="ENDPOINT_PUBLISHING"),
+        [],
+        False,
+        {
+            "/status/session": "remove",
+            "/status/state/status": "ENDPOINT_ERROR",
+            "/status/state/error": f"media pod {POD} was deleted",
+        },
+    ),
+    ("pod not in the index yet", cr(pod_created=True), [], True, {}),
+    (
+        "spec changed (UpdateIngress)",
+        cr(pod_created=True, state="ENDPOINT_PUBLISHING", generation=4),
+        [pod("Running")],
+        None,
+        {"delete": [POD], "/status/session": "remove", "/status/state/status": "ENDPOINT_INACTIVE"},
+    ),
+    (
+        "disabled",
+        cr(pod_created=True, state="ENDPOINT_PUBLISHING", enabled=False),
+        [pod("Running")],
+        None,
+        {"delete": [POD], "/status/session": "remove", "/status/state/status": "ENDPOINT_INACTIVE"},
+    ),
+    ("CR deleted", cr(pod_created=True, deleting=True), [pod("Running")], None, {"delete": [POD]}),
+    (
+        "encoder reconnected: the old session's pod goes, the new one is made",
+        cr(),
+        [pod("Running", rid="RT_oldoldoldold")],
+        None,
+        {"delete": [pod_name("cam", "RT_oldoldoldold")], "create": True, "/status/session/pod": POD},
+    ),
+    (
+        "session gone: leftover pods go",
+        cr(session=False),
+        [pod("Succeeded")],
+        None,
+        {"delete": [POD]},
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "pods", "exists", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_plan(
+    case: str, body: dict[str, Any], pods: list[PodView], exists: bool | None, expected: dict[str, Any]
+) -> None:
+    todo = plan(body, pods, SETTINGS, exists)
+    got = ops_summary(todo.status_ops)
+    for key in ("/status/state/endedAt", "/status/state/updatedAt"):
+        if key in got:
+            assert got.pop(key).endswith("Z")
+    if todo.delete:
+        got["delete"] = todo.delete
+    if todo.create is not None:
+        got["create"] = True
+    assert got == expected
+
+
+def test_media_pod_manifest() -> None:
+    todo = plan(cr(), [], SETTINGS)
+    manifest = todo.create
+    assert manifest is not None
+    meta, spec = manifest["metadata"], manifest["spec"]
+    assert meta["name"] == POD == "cam-rt-abcdefghijkl"
+    assert meta["labels"][ID_LABEL] == "IN_x" and meta["labels"][RESOURCE_LABEL] == RID
+    assert meta["ownerReferences"][0]["uid"] == "u-1" and meta["ownerReferences"][0]["controller"]
+    assert spec["restartPolicy"] == "Never" and spec["serviceAccountName"] == "lki-media"
+    (container,) = spec["containers"]
+    assert container["command"] == ["/venv/bin/lki-media"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env["RESOURCE_ID"] == RID and env["INGRESS_NAME"] == "cam"
+    assert env["SOURCE_URL"] == f"http://127.0.0.1:8080/sessions/{RID}"
+    assert env["LIVEKIT_API_SECRET"] == {"secretKeyRef": {"name": "livekit-api", "key": "apiSecret"}}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"]["requests"]["cpu"]
+
+
+@pytest.mark.parametrize(
+    ("cr_name", "expected"),
+    [
+        ("cam", "cam-rt-abcdefghijkl"),
+        ("x" * 70, "x" * 47 + "-rt-abcdefghijkl"),
+        ("a-" + "b" * 44 + "-c", ("a-" + "b" * 44 + "-c")[:47].rstrip("-.") + "-rt-abcdefghijkl"),
+    ],
+)
+def test_pod_name_fits_a_label(cr_name: str, expected: str) -> None:
+    name = pod_name(cr_name, RID)
+    assert name == expected and len(name) <= 63
