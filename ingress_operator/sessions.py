@@ -227,13 +227,15 @@ async def converge(kube: Kube, settings: Settings, body: Obj, pods: list[PodView
         exists = await kube.pod_exists(session["pod"])
     todo = plan(body, pods, settings, exists)
     extra = {"ingress_id": meta.get("labels", {}).get(ID_LABEL), "resource_id": session.get("resourceId")}
-    for name in todo.delete:
-        await kube.delete_pod(name)
+    # Create before recording the pod, and record the end before deleting: whoever looks in
+    # between (a pod event, a CR event) must never see a recorded pod that does not exist.
     if todo.create is not None:
         await kube.create_pod(todo.create)
     if todo.status_ops and await kube.json_patch_status(meta["name"], todo.status_ops) is None:
         log.info("session moved on before the change; nothing written", extra=extra)
         return todo
+    for name in todo.delete:
+        await kube.delete_pod(name)
     if todo.note:
         log.info(todo.note, extra=extra)
     return todo

@@ -45,6 +45,11 @@ AUDIO_QUEUE = 10
 # recover from one bad packet well within this many.
 MAX_PACKETS_WITHOUT_FRAME = 90
 
+# Stream probing stops after this much media (µs): FFmpeg's default (5 s) holds a video-only
+# or audio-only FLV for seconds waiting for the other stream; the front door sends both
+# sequence headers first, so one second is plenty.
+_OPEN_OPTIONS = {"analyzeduration": "1000000"}
+
 # livekit/ingress reports GStreamer caps mapped to WebRTC names (pipeline.go getVideoState /
 # getAudioState); codecs it has no mapping for keep a GStreamer-like name.
 _MIME_TYPES = {
@@ -66,6 +71,8 @@ def mime_type(kind: Kind, codec: str) -> str:
 
 @dataclass(frozen=True)
 class VideoInfo:
+    """The input's video stream as FFmpeg found it."""
+
     codec: str
     width: int
     height: int
@@ -78,6 +85,8 @@ class VideoInfo:
 
 @dataclass(frozen=True)
 class AudioInfo:
+    """The input's audio stream as FFmpeg found it."""
+
     codec: str
     channels: int
     sample_rate: int
@@ -123,8 +132,15 @@ class Stalled(InputError):
     """The input stopped sending data without ending."""
 
 
+def no_media(timeout: float) -> NoMedia:
+    """The error for an input that brought no stream within `timeout` seconds."""
+    return NoMedia(f"no audio or video received within {timeout:g} s")
+
+
 @dataclass(frozen=True)
 class InputOptions:
+    """What to read and how."""
+
     url: str
     format: str | None = None
     h264_only: bool = False  # RTMP input: LiveKit's RTMP ingress takes H.264 video only
@@ -153,7 +169,7 @@ def classify(err: av.error.FFmpegError, options: InputOptions, *, opened: bool) 
         # PyAV's timeout interrupts the blocking read, which FFmpeg reports as an exit request.
         if opened:
             return Stalled(f"input stalled: no data for {options.read_timeout:g} s")
-        return NoMedia(f"no audio or video received within {options.open_timeout:g} s")
+        return no_media(options.open_timeout)
     if isinstance(err, av.error.InvalidDataError | av.error.EOFError):
         what = f"{options.format.upper()} " if options.format and not opened else ""
         return Corrupt(f"corrupt input: not a readable {what}stream ({reason})")
@@ -211,9 +227,8 @@ class AvInput:
         self.audio_rates = RateWindow()
         self.opened: asyncio.Future[InputInfo] = loop.create_future()
         self.ended: asyncio.Future[InputError | None] = loop.create_future()
-        # Media time of the newest frame handed over (any stream): the session drops audio
-        # that is already stale against it.
-        self.latest_time = 0.0
+        # Media time of the newest decoded audio: the session drops audio already stale against it.
+        self.audio_time = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="av-input", daemon=True)
 
@@ -239,7 +254,12 @@ class AvInput:
     def _read(self) -> None:
         opts = self.options
         try:
-            container = av.open(opts.url, format=opts.format, timeout=(opts.open_timeout, opts.read_timeout))
+            container = av.open(
+                opts.url,
+                format=opts.format,
+                options=_OPEN_OPTIONS,
+                timeout=(opts.open_timeout, opts.read_timeout),
+            )
         except av.error.FFmpegError as err:
             raise classify(err, opts, opened=False) from None
         try:
@@ -284,15 +304,16 @@ class AvInput:
             if packet.size or frames:
                 watch.produced(len(frames))
             for frame in frames:
-                if frame.time is not None:
-                    if pacer and (wait := pacer.delay(frame.time)) and self._stop.wait(wait):
-                        return
-                    self.latest_time = max(self.latest_time, frame.time)
+                wait = pacer.delay(frame.time) if pacer and frame.time is not None else 0.0
+                if wait and self._stop.wait(wait):
+                    return
                 metrics.FRAMES_DECODED.labels(kind).inc()
                 if isinstance(frame, VideoFrame):
                     if self.video.put(frame):
                         metrics.FRAMES_DROPPED.labels(kind, "late").inc()
                 else:
+                    if frame.time is not None:
+                        self.audio_time = frame.time
                     for out in resampler.resample(frame):
                         if self.audio.put(out):
                             metrics.FRAMES_DROPPED.labels(kind, "late").inc()

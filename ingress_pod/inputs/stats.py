@@ -12,9 +12,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-# A jump in media time larger than this (either way) is a discontinuity (a new stream, a
-# loop), not a gap: the window starts over rather than average across it.
-_DISCONTINUITY = 5.0
+# Media time that jumps back, or forward by more than a plausible gap, is a discontinuity (a
+# new timeline, a loop): measurements start over rather than span it.
+_MAX_GAP = 5.0
+
+
+def _discontinuous(previous: float, t: float) -> bool:
+    return t < previous - 1.0 or t > previous + _MAX_GAP
 
 
 class RateWindow:
@@ -30,7 +34,7 @@ class RateWindow:
     def add(self, t: float, size: int) -> None:
         """Count a packet of `size` bytes at media time `t` (its decode timestamp)."""
         with self._lock:
-            if self._entries and abs(t - self._entries[-1][0]) > _DISCONTINUITY:
+            if self._entries and _discontinuous(self._entries[-1][0], t):
                 self._entries.clear()
                 self._bytes = 0
             self._entries.append((t, size))
@@ -72,3 +76,25 @@ class Pacer:
                 return max(wait, 0.0)
         self._anchor = (t, now)
         return 0.0
+
+
+class FrameRateLimiter:
+    """Passes frames at no more than `fps` by media time: a 60 fps source published at 30 keeps
+    every other frame. A quarter interval of slack lets millisecond timestamps (33, 67, 100 ms
+    at 30 fps) through."""
+
+    def __init__(self, fps: float) -> None:
+        self._interval = 1.0 / fps
+        self._next: float | None = None
+
+    def admit(self, t: float) -> bool:
+        """Whether the frame at media time `t` is published."""
+        slack = self._interval / 4
+        if self._next is None or _discontinuous(self._next, t) or t >= self._next + self._interval:
+            # First frame, a jump, or a source slower than the limit: restart the grid here.
+            self._next = t
+        elif t < self._next - slack:
+            return False
+        # Advance on the grid, not from `t`: the average rate stays exact.
+        self._next += self._interval
+        return True

@@ -134,11 +134,13 @@ def lki(name: str, **spec: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_tracebacks_in_the_control_plane(stack: Any) -> Iterator[None]:
-    """Whatever the tests did, the operator and the shim never logged a traceback."""
+    """Whatever the tests did (bad input, killed processes), neither the operator, the shim, the
+    front door nor a media pod logged a traceback."""
     yield
-    for component in ("operator", "shim"):
-        log = stack.log_path(component).read_text(errors="replace")
-        assert "Traceback" not in log, f"{component} logged a traceback: see {stack.log_path(component)}"
+    logs = [stack.log_path(c) for c in ("operator", "shim", "frontdoor")]
+    logs += sorted(stack.pod_logs_dir.glob("*_media.log")) if stack.pod_logs_dir.exists() else []
+    for path in logs:
+        assert "Traceback" not in path.read_text(errors="replace"), f"a traceback in {path}"
 
 
 # --- the Go server SDK (the `lk` path) and the Node SDK, as subprocesses -------------------

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from livekit import api
 from livekit.protocol import ingress as lkingress
+from livekit.protocol import models as lkmodels
 
 from local_stack.node.kube import Kube
 from tests.e2e.conftest import wait_for
@@ -109,11 +110,16 @@ async def test_push_1080p_reaches_the_room_as_720p_with_three_layers_then_inacti
     assert (1280, 720) in got.video_sizes, got.video_sizes
     assert set(got.audio_rates) == {(48000, 2)}
 
-    info = await ingress.state_is(S.ENDPOINT_PUBLISHING, within=10)
+    async def measured() -> lkingress.IngressInfo | None:
+        info = await ingress.get()
+        live = info.state.status == S.ENDPOINT_PUBLISHING
+        return info if live and info.state.video.average_bitrate and info.state.audio.average_bitrate else None
+
+    info = await wait_for(measured, "PUBLISHING with input bitrates", within=15)
     video, audio = info.state.video, info.state.audio
     assert (video.width, video.height) == (1920, 1080)
     assert 25 <= video.framerate <= 31, video.framerate
-    assert video.mime_type.lower().endswith("h264") and video.average_bitrate > 0
+    assert video.mime_type.lower() == "video/h264" and audio.mime_type == "audio/aac"
     assert audio.channels == 2 and audio.sample_rate == 44100
     assert info.state.resource_id.startswith("RT_") and info.state.room_id.startswith("RM_")
     assert info.state.started_at > 0 and {t.type for t in info.state.tracks} == {0, 1}
@@ -219,7 +225,8 @@ def _pod_pid(pod: dict[str, Any]) -> int:
 @pytest.mark.parametrize(
     ("case", "request_fields", "source", "sizes", "tracks"),
     [
-        ("portrait", {}, {"size": "720x1280"}, [(406, 720)], {"video", "audio"}),
+        # 406×720 as the preset fits it; libwebrtc's simulcast crops sides to multiples of 4
+        ("portrait", {}, {"size": "720x1280"}, [(404, 720)], {"video", "audio"}),
         (
             "540p 2 layers",
             {"video": api.IngressVideoOptions(preset=lkingress.H264_540P_25FPS_2_LAYERS)},
@@ -240,15 +247,15 @@ def _pod_pid(pod: dict[str, Any]) -> int:
                 "video": api.IngressVideoOptions(
                     name="custom-cam",
                     options=lkingress.IngressVideoEncodingOptions(
-                        video_codec=lkingress.H264_BASELINE,
+                        video_codec=lkmodels.H264_BASELINE,
                         frame_rate=20,
-                        layers=[api.VideoLayer(quality=2, width=854, height=480, bitrate=900_000)],
+                        layers=[lkmodels.VideoLayer(quality=lkmodels.HIGH, width=854, height=480, bitrate=900_000)],
                     ),
                 ),
                 "audio": api.IngressAudioOptions(name="custom-mic", preset=lkingress.OPUS_MONO_64KBS),
             },
             {"size": "1280x720"},
-            [(854, 480)],
+            [(852, 480)],  # libwebrtc sends sides in multiples of 4 (as 406 → 404 above)
             {"video", "audio"},
         ),
         ("audio only", {}, {"video": False}, [], {"audio"}),
