@@ -233,6 +233,7 @@ class AvInput:
         self._thread = threading.Thread(target=self._run, name="av-input", daemon=True)
 
     def start(self) -> None:
+        """Start reading in the worker thread."""
         self._thread.start()
 
     def stop(self) -> None:
@@ -291,6 +292,8 @@ class AvInput:
             format="s16", layout="stereo" if opts.audio_channels == 2 else "mono", rate=OUTPUT_SAMPLE_RATE
         )
         pacer = Pacer() if opts.realtime else None
+        decoded = {kind: metrics.FRAMES_DECODED.labels(kind) for kind in ("video", "audio")}
+        late = {kind: metrics.FRAMES_DROPPED.labels(kind, "late") for kind in ("video", "audio")}
         for packet in container.demux([s for s in (video, audio) if s]):
             if self._stop.is_set():
                 return
@@ -307,16 +310,16 @@ class AvInput:
                 wait = pacer.delay(frame.time) if pacer and frame.time is not None else 0.0
                 if wait and self._stop.wait(wait):
                     return
-                metrics.FRAMES_DECODED.labels(kind).inc()
+                decoded[kind].inc()
                 if isinstance(frame, VideoFrame):
                     if self.video.put(frame):
-                        metrics.FRAMES_DROPPED.labels(kind, "late").inc()
+                        late[kind].inc()
                 else:
                     if frame.time is not None:
                         self.audio_time = frame.time
                     for out in resampler.resample(frame):
                         if self.audio.put(out):
-                            metrics.FRAMES_DROPPED.labels(kind, "late").inc()
+                            late[kind].inc()
         # A short input can end before the packet limit: one stream that never decoded is as
         # corrupt as a long one.
         for watch in watches.values():

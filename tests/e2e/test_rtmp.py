@@ -113,7 +113,9 @@ async def test_push_1080p_reaches_the_room_as_720p_with_three_layers_then_inacti
     async def measured() -> lkingress.IngressInfo | None:
         info = await ingress.get()
         live = info.state.status == S.ENDPOINT_PUBLISHING
-        return info if live and info.state.video.average_bitrate and info.state.audio.average_bitrate else None
+        return (
+            info if live and info.state.video.average_bitrate and info.state.audio.average_bitrate else None
+        )
 
     info = await wait_for(measured, "PUBLISHING with input bitrates", within=15)
     video, audio = info.state.video, info.state.audio
@@ -225,7 +227,7 @@ def _pod_pid(pod: dict[str, Any]) -> int:
 @pytest.mark.parametrize(
     ("case", "request_fields", "source", "sizes", "tracks"),
     [
-        # 406×720 as the preset fits it; libwebrtc's simulcast crops sides to multiples of 4
+        # 406x720 as the preset fits it; libwebrtc's simulcast crops sides to multiples of 4
         ("portrait", {}, {"size": "720x1280"}, [(404, 720)], {"video", "audio"}),
         (
             "540p 2 layers",
@@ -249,7 +251,9 @@ def _pod_pid(pod: dict[str, Any]) -> int:
                     options=lkingress.IngressVideoEncodingOptions(
                         video_codec=lkmodels.H264_BASELINE,
                         frame_rate=20,
-                        layers=[lkmodels.VideoLayer(quality=lkmodels.HIGH, width=854, height=480, bitrate=900_000)],
+                        layers=[
+                            lkmodels.VideoLayer(quality=lkmodels.HIGH, width=854, height=480, bitrate=900_000)
+                        ],
                     ),
                 ),
                 "audio": api.IngressAudioOptions(name="custom-mic", preset=lkingress.OPUS_MONO_64KBS),
@@ -296,3 +300,34 @@ async def test_unsupported_codec_is_an_error_with_a_message(make_ingress: Any) -
     assert "codec" in failed.state.error.lower(), failed.state.error
     await encoder.stop()
     await asyncio.sleep(0)
+
+
+def _push_hevc(url: str, seconds: float) -> None:
+    """HEVC over enhanced RTMP, as OBS 30+ sends it: Debian's ffmpeg 5.1 can't, PyAV's FFmpeg can."""
+    import fractions
+    import time
+
+    import numpy as np
+    from av import VideoFrame
+    from av import open as av_open
+
+    with av_open(url, "w", format="flv") as out:
+        stream = out.add_stream("libx265", rate=30, options={"x265-params": "log-level=none"})
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        picture = np.zeros((240, 320, 3), dtype=np.uint8)
+        start = time.monotonic()
+        for n in range(int(seconds * 30)):
+            picture[:, :, 0] = n % 256
+            frame = VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts, frame.time_base = n, fractions.Fraction(1, 30)
+            out.mux(stream.encode(frame))
+            time.sleep(max(0.0, start + n / 30 - time.monotonic()))
+
+
+async def test_hevc_is_an_error_with_a_message(make_ingress: Any) -> None:
+    ingress = await make_ingress(identity="hevc")
+    pusher = asyncio.create_task(asyncio.to_thread(_push_hevc, ingress.push_url, 20))
+    failed = await ingress.state_is(S.ENDPOINT_ERROR)
+    assert "hevc" in failed.state.error.lower(), failed.state.error
+    with contextlib.suppress(Exception):  # the front door drops it: PyAV raises on the next write
+        await asyncio.wait_for(pusher, 30)
