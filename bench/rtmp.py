@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import os
 import re
 import subprocess
@@ -42,7 +41,6 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -55,9 +53,11 @@ from livekit import api
 from ingress_operator.models import ID_LABEL
 from ingress_operator.sessions import MEDIA_PORT
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for tests.e2e
+from tests.e2e import media  # shared with the end-to-end tests
+
 warnings.filterwarnings("ignore", message="The HMAC key is")  # the dev secret is short
 
-REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WARMUP = 5.0  # seconds after the first frame reaches the room before any window opens
 FPS_WINDOW = 20.0  # the concurrency test's window
@@ -72,21 +72,6 @@ GOALS = {
 }
 
 
-def _load_media() -> ModuleType:
-    """tests/e2e/media.py, loaded from its path: pyrtmp 0.3.1's wheel installs a top-level
-    `tests` package into site-packages, and a regular package there wins over the repository's
-    `tests/` (a namespace package, no __init__.py) whatever the order of sys.path."""
-    spec = importlib.util.spec_from_file_location("e2e_media", REPO / "tests" / "e2e" / "media.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
-
-
-media = _load_media()
-
-
 # --- process accounting ---------------------------------------------------------------------------
 
 
@@ -98,6 +83,42 @@ def cpu_seconds(pid: int) -> float | None:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
+    """CPU-seconds of each thread of a process: thread id → (thread name, seconds)."""
+    out = {}
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                stat = (task / "stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()
+                name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                out[task.name] = (name, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    return out
+
+
+# What the media pod's threads do, by the names they carry (Python threads keep the process's).
+THREAD_ROLES = [
+    ("VideoEncoderQue", "video encode (SDK: downscale + OpenH264 per layer)"),
+    ("av:h264", "H.264 decode (PyAV frame threads)"),
+    ("lki-media", "Python threads (demux, scale, I420 copy, asyncio)"),
+    ("AudioEncoderQue", "Opus encode"),
+]
+
+
+OTHER_THREADS = "other (WebRTC, tokio, audio)"
+
+
+def by_role(before: dict[str, tuple[str, float]], after: dict[str, tuple[str, float]]) -> dict[str, float]:
+    """CPU-seconds between two `thread_cpu` snapshots, summed by THREAD_ROLES (the rest: WebRTC's
+    network and worker threads, tokio, audio capture)."""
+    out: dict[str, float] = {}
+    for tid, (name, secs) in after.items():
+        used = secs - before.get(tid, (name, 0.0))[1]
+        role = next((r for prefix, r in THREAD_ROLES if name.startswith(prefix)), OTHER_THREADS)
+        out[role] = out.get(role, 0.0) + used
+    return out
 
 
 def rss_mb(pid: int) -> float | None:
@@ -351,6 +372,7 @@ class SessionFigures:
     rss_first: float  # the first sample after the pod started
     rss_live: float  # max during the window
     layers_sent: str  # the pod's last dynacast update before the window closed
+    threads: dict[str, float]  # CPU-s/s of the pod by thread role
     startup: float  # push → first frame decoded at the subscriber, seconds
     pod_counters: dict[str, float]  # lki_media_frames_* over the window
     window: float
@@ -384,9 +406,11 @@ async def one_session(bench: Bench, seconds: float, layers: list[str]) -> Sessio
             )
             before = [await s.inbound_video() for s in subs]
             counters0 = await bench.pod_metrics(session)
+            threads0 = thread_cpu(session.pid)
             window.open()
             await asyncio.sleep(seconds)
             window.close()
+            threads1 = thread_cpu(session.pid)
             after = [await s.inbound_video() for s in subs]
             counters1 = await bench.pod_metrics(session)
             layers_sent = bench.layers_sent(session, time.time())
@@ -411,6 +435,7 @@ async def one_session(bench: Bench, seconds: float, layers: list[str]) -> Sessio
             rss_first=session.rss[0][1] if session.rss else 0.0,
             rss_live=max(live, default=0.0),
             layers_sent=layers_sent,
+            threads={role: secs / window.wall for role, secs in by_role(threads0, threads1).items()},
             startup=startup,
             pod_counters={k: counters1[k] - counters0.get(k, 0.0) for k in counters1},
             window=window.wall,
@@ -584,12 +609,30 @@ def pct(samples: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def counters_summary(counters: dict[str, float]) -> str:
+    """lki_media_frames_* deltas as `video: decoded 600, published 598, dropped late 2; audio: …`."""
+    parts = []
+    for kind in ("video", "audio"):
+        words = []
+        for what in ("decoded", "published"):
+            value = sum(v for k, v in counters.items() if f"_{what}_" in k and f'kind="{kind}"' in k)
+            words.append(f"{what} {value:.0f}")
+        for key, value in sorted(counters.items()):
+            reason = re.search(r'reason="(\w+)"', key)
+            if "_dropped_" in key and f'kind="{kind}"' in key and value and reason:
+                words.append(f"dropped {reason.group(1)} {value:.0f}")
+        parts.append(f"{kind}: " + ", ".join(words))
+    return "; ".join(parts) if counters else ""
+
+
 def print_session(fig: SessionFigures, reference: float | None) -> None:
     watched = "+".join(fig.layers)
     print(f"\n### One session, subscribers on {watched} ({fig.window:.0f} s window)\n")
     print("| measure | result |\n|---|---|")
     ratio = f" ({reference / fig.cpu_pod:.2f}x cheaper than the reference)" if reference else ""
     print(f"| media pod CPU | {fig.cpu_pod:.3f} CPU-s per media-second{ratio} |")
+    for role, per_second in sorted(fig.threads.items(), key=lambda kv: -kv[1]):
+        print(f"| &nbsp;&nbsp;{role} | {per_second:.3f} |")
     if fig.cpu_frontdoor is not None:
         print(f"| front door CPU (same window) | {fig.cpu_frontdoor:.3f} CPU-s/s |")
     if fig.cpu_livekit is not None:
@@ -599,9 +642,7 @@ def print_session(fig: SessionFigures, reference: float | None) -> None:
     for layer, (fps, w, h) in fig.received.items():
         print(f"| received on {layer} | {w}x{h} at {fps:.1f} fps |")
     print(f"| layers the pod was asked to send (dynacast) | {fig.layers_sent} |")
-    counters = ", ".join(
-        f"{k.removeprefix('lki_media_frames_')}: {v:.0f}" for k, v in fig.pod_counters.items()
-    )
+    counters = counters_summary(fig.pod_counters)
     print(f"| pod frame counters in the window | {counters or 'not readable'} |")
     print(f"| push → first frame at the subscriber | {fig.startup:.1f} s |")
     print(
@@ -636,6 +677,11 @@ async def run(env: dict[str, str], args: argparse.Namespace) -> None:
                 print("latency ...", file=sys.stderr)
                 lat = await latency(bench, args.latency_seconds, args.stamp_size)
             results: list[Level] = []
+            # The machine is shared: what it does with no session running is the floor under
+            # the concurrency table's "machine CPU".
+            idle = CpuWindow({}).open()
+            await asyncio.sleep(5)
+            background = idle.close().machine_cores()
             for n in levels:
                 print(f"{n} concurrent sessions ...", file=sys.stderr)
                 level = await concurrent(bench, n)
@@ -664,7 +710,10 @@ async def run(env: dict[str, str], args: argparse.Namespace) -> None:
             )
         else:
             print(f"no stamp read ({lat.unreadable} frames unreadable)")
-    print("\n### Concurrent sessions (one HIGH subscriber each, 20 s window)\n")
+    print(
+        f"\n### Concurrent sessions (one HIGH subscriber each, {FPS_WINDOW:.0f} s window; the machine "
+        f"was {background:.2f} cores busy with no session running)\n"
+    )
     print(
         "| sessions | fps received per session | sustained | machine CPU | stack CPU by process "
         "| pod video drops |"

@@ -16,7 +16,7 @@ class MediaSettings(BaseSettings):
     resource_id: str = Field(min_length=1, description="the session's id (RT_/WH_/UR_...)")
     source_url: str = Field(min_length=1, description="where to read the input (front door URL or user URL)")
     input_format: str | None = Field(
-        None, description="FFmpeg demuxer to force (e.g. flv); unset means probe. RTMP input is always flv"
+        None, description="FFmpeg demuxer to use; unset means flv for RTMP input, probing for others"
     )
     livekit_url: str = Field(description="ws:// or wss:// URL of livekit-server")
     livekit_api_key: str = Field(min_length=1)

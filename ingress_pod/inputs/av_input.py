@@ -267,13 +267,17 @@ class AvInput:
             video = container.streams.video[0] if container.streams.video else None
             audio = container.streams.audio[0] if container.streams.audio else None
             if video is None and audio is None:
-                raise NoMedia("no audio or video stream in the input")
+                # Whatever FFmpeg made of these bytes (random data can pass as FLV data tags), it
+                # is not media this ingress can use.
+                raise Corrupt("corrupt input: no audio or video stream found")
             info = InputInfo(
                 video=_video_info(video) if video else None, audio=_audio_info(audio) if audio else None
             )
             if video is not None:
                 check_video_codec(video.codec_context.name, opts)
-                video.thread_type = "AUTO"
+                # Frame threading holds one frame per thread (latency) and cost 0.118 against
+                # 0.105 CPU-s/s single-threaded at 1080p30; slices cost neither.
+                video.thread_type = "SLICE"
             _settle(self._loop, self.opened, info)
             self._demux(container, video, audio)
         except av.error.FFmpegError as err:

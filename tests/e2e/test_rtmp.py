@@ -29,6 +29,7 @@ pytestmark = [
 
 S = lkingress.IngressState.Status
 MEDIA_PODS = "app.kubernetes.io/component=media"
+ID_LABEL = "ingress.lkop.dev/id"
 
 
 @pytest.fixture
@@ -97,6 +98,12 @@ async def make_ingress(
         return not mine
 
     await wait_for(no_pods_left, "the media pods to be gone", 60)
+
+    async def no_secrets_left() -> bool:
+        secrets = await kube.get(f"/api/v1/namespaces/{namespace}/secrets")
+        return not [s for s in secrets["items"] if s["metadata"].get("labels", {}).get(ID_LABEL) in ids]
+
+    await wait_for(no_secrets_left, "the stream key Secrets to be gone", 30)
 
 
 async def test_push_1080p_reaches_the_room_as_720p_with_three_layers_then_inactive(
@@ -203,7 +210,7 @@ async def test_pod_killed_mid_session_is_an_error_then_a_new_push_works(
     encoder = await push(ingress.push_url, seconds=60, size="640x360")
     await ingress.state_is(S.ENDPOINT_PUBLISHING)
     namespace = stack_env["INGRESS_NAMESPACE"]
-    selector = f"ingress.lkop.dev/id={ingress.info.ingress_id}"
+    selector = f"{ID_LABEL}={ingress.info.ingress_id}"
     pods = await kube.get(f"/api/v1/namespaces/{namespace}/pods", {"labelSelector": selector})
     (pod,) = pods["items"]
     os.kill(_pod_pid(pod), signal.SIGKILL)
@@ -331,3 +338,13 @@ async def test_hevc_is_an_error_with_a_message(make_ingress: Any) -> None:
     assert "hevc" in failed.state.error.lower(), failed.state.error
     with contextlib.suppress(Exception):  # the front door drops it: PyAV raises on the next write
         await asyncio.wait_for(pusher, 30)
+
+
+async def test_garbage_video_is_an_error_with_a_message(make_ingress: Any) -> None:
+    ingress = await make_ingress(identity="garbage")
+    # H.264 packets with most of their bytes overwritten: FLV-framed, but nothing decodes
+    noise = ["-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-bsf:v", "noise=amount=2"]
+    encoder = await push(ingress.push_url, seconds=30, size="320x240", audio=False, video_codec=noise)
+    failed = await ingress.state_is(S.ENDPOINT_ERROR, within=45)
+    assert failed.state.error, failed.state
+    await encoder.stop()

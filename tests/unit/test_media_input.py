@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
+import random
 import shutil
 import socket
 import subprocess
@@ -54,7 +54,8 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ffmpeg(*video_src, *audio_src, *h264, "-c:a", "aac", "-ac", "2", str(root / "av.flv"))
     ffmpeg(*video_src, *h264, str(root / "video.flv"))
     write_hevc_flv(root / "hevc.flv")
-    (root / "garbage.bin").write_bytes(os.urandom(50_000))
+    # Seeded: some random bytes pass as FLV tags of an old codec that "decodes" them.
+    (root / "garbage.bin").write_bytes(random.Random(7).randbytes(50_000))
     (root / "scrambled.flv").write_bytes(scramble_video((root / "video.flv").read_bytes()))
     return root
 
@@ -75,14 +76,14 @@ def write_hevc_flv(path: Path) -> None:
 
 def scramble_video(flv: bytes) -> bytes:
     """The FLV with every video tag after the sequence header turned into random bytes (framing kept)."""
-    data, pos, seen = bytearray(flv), 13, 0
+    data, pos, seen, rng = bytearray(flv), 13, 0, random.Random(7)
     while pos + 11 <= len(data):
         size = int.from_bytes(data[pos + 1 : pos + 4], "big")
         body = pos + 11
         if data[pos] == 9:
             seen += 1
             if seen > 1 and size > 5:
-                data[body + 5 : body + size] = os.urandom(size - 5)
+                data[body + 5 : body + size] = rng.randbytes(size - 5)
         pos = body + size + 4
     return bytes(data)
 
@@ -180,11 +181,16 @@ async def test_hevc_over_rtmp_is_unsupported_but_accepted_from_a_url(media: Path
 
 
 @needs_ffmpeg
-@pytest.mark.parametrize("fmt", ["flv", None])
-async def test_garbage_bytes_are_a_corrupt_stream(media: Path, fmt: str | None) -> None:
-    result = await read(InputOptions(url=str(media / "garbage.bin"), format=fmt))
-    assert isinstance(result.error, Corrupt)
-    assert result.error.message.startswith("corrupt input: not a readable ")
+async def test_garbage_bytes_are_a_corrupt_stream(media: Path) -> None:
+    forced = await read(rtmp(media / "garbage.bin"))
+    assert isinstance(forced.error, Corrupt)
+    assert forced.error.message.startswith("corrupt input: not a readable FLV stream")
+    probed = await read(InputOptions(url=str(media / "garbage.bin")))
+    assert isinstance(probed.error, Corrupt)
+    assert (
+        probed.error.message
+        == "corrupt input: not a readable stream (Invalid data found when processing input)"
+    )
 
 
 @needs_ffmpeg
