@@ -627,7 +627,7 @@ def counters_summary(counters: dict[str, float]) -> str:
 
 def print_session(fig: SessionFigures, reference: float | None) -> None:
     watched = "+".join(fig.layers)
-    print(f"\n### One session, subscribers on {watched} ({fig.window:.0f} s window)\n")
+    print(f"\n### One session, subscribers on {watched} ({fig.window:.0f} s window)\n", flush=True)
     print("| measure | result |\n|---|---|")
     ratio = f" ({reference / fig.cpu_pod:.2f}x cheaper than the reference)" if reference else ""
     print(f"| media pod CPU | {fig.cpu_pod:.3f} CPU-s per media-second{ratio} |")
@@ -652,7 +652,34 @@ def print_session(fig: SessionFigures, reference: float | None) -> None:
     print(f"| media pod RSS live (max) | {fig.rss_live:.0f} MB |")
 
 
+def print_latency(lat: Latency, size: str) -> None:
+    print("\n### Glass-to-room latency\n")
+    if lat.ages_ms:
+        print(
+            f"p50 {pct(lat.ages_ms, 0.5):.0f} ms, p95 {pct(lat.ages_ms, 0.95):.0f} ms, "
+            f"max {max(lat.ages_ms)} ms over {len(lat.ages_ms)} frames read "
+            f"({lat.unreadable} unreadable; source {size}, sent {lat.source_frames} frames)"
+        )
+    else:
+        print(f"no stamp read ({lat.unreadable} frames unreadable)")
+
+
+def print_level(lv: Level) -> None:
+    if not lv.started:
+        print(f"| {lv.n} | did not start within 90 s | no | | | |", flush=True)
+        return
+    fps = ", ".join(f"{f:.1f}" for f in lv.fps)
+    stack = ", ".join(f"{g} {c:.2f}" for g, c in lv.stack_cores.items())
+    total = sum(lv.stack_cores.values())
+    print(
+        f"| {lv.n} | {fps} | {'yes' if lv.sustained else 'no'} | {lv.machine_cores:.2f} cores "
+        f"| {total:.2f} cores: {stack} | {lv.pod_drops:.0f} |",
+        flush=True,
+    )
+
+
 async def run(env: dict[str, str], args: argparse.Namespace) -> None:
+    """Measure and print section by section (a late failure keeps the earlier figures)."""
     levels = [int(x) for x in args.sessions.split(",") if x]
     with tempfile.TemporaryDirectory(prefix="lki-bench-rtmp-") as tmp:
         source = Path(args.source) if args.source else Path(tmp) / "source.flv"
@@ -660,76 +687,55 @@ async def run(env: dict[str, str], args: argparse.Namespace) -> None:
         if not source.exists() or media_seconds(source) < need:
             print(f"encoding a {need:.0f} s 1080p30 source file ...", file=sys.stderr)
             await asyncio.to_thread(media.make_source_file, source, need)
+        print(
+            f"\n## RTMP session ({time.strftime('%Y-%m-%d')}; input: {media_seconds(source):.0f} s of "
+            "1080p30 H.264 High ~6 Mbit/s + AAC, pushed with ffmpeg -re -c copy)"
+        )
         reference: float | None = None
-        reference_rss = 0.0
         if not args.skip_reference:
             print("reference ffmpeg pipeline ...", file=sys.stderr)
             reference, reference_rss = await asyncio.to_thread(run_reference, source)
+            print(
+                f"\nReference, ffmpeg decode + 3 scales + 3x libx264 veryfast zerolatency + Opus, -re: "
+                f"**{reference:.3f} CPU-s per media-second** (max RSS {reference_rss:.0f} MB)",
+                flush=True,
+            )
         bench = Bench(env, source)
         try:
             variants: list[SessionFigures] = []
             for variant in args.variants.split(","):
                 print(f"one session, {variant} watched ...", file=sys.stderr)
                 variants.append(await one_session(bench, args.seconds, variant.split("+")))
+                print_session(variants[-1], reference)
             high = variants[0]
             lat = None
             if args.latency_seconds > 0:
                 print("latency ...", file=sys.stderr)
                 lat = await latency(bench, args.latency_seconds, args.stamp_size)
-            results: list[Level] = []
+                print_latency(lat, args.stamp_size)
             # The machine is shared: what it does with no session running is the floor under
             # the concurrency table's "machine CPU".
             idle = CpuWindow({}).open()
             await asyncio.sleep(5)
             background = idle.close().machine_cores()
+            print(
+                f"\n### Concurrent sessions (one HIGH subscriber each, {FPS_WINDOW:.0f} s window; the "
+                f"machine was {background:.2f} cores busy with no session running)\n"
+            )
+            print(
+                "| sessions | fps received per session | sustained | machine CPU | stack CPU by process "
+                "| pod video drops |\n|---|---|---|---|---|---|",
+                flush=True,
+            )
+            results: list[Level] = []
             for n in levels:
                 print(f"{n} concurrent sessions ...", file=sys.stderr)
-                level = await concurrent(bench, n)
-                results.append(level)
-                if not level.sustained and not args.keep_going:
+                results.append(await concurrent(bench, n))
+                print_level(results[-1])
+                if not results[-1].sustained and not args.keep_going:
                     break
         finally:
             await bench.close()
-
-    print(f"\n## RTMP session ({time.strftime('%Y-%m-%d')}, input: {media_seconds(source):.0f} s 1080p30 "
-          f"H.264 High ~6 Mbit/s + AAC, pushed with ffmpeg -re -c copy)")  # fmt: skip
-    if reference is not None:
-        print(
-            f"\nReference, ffmpeg decode + 3 scales + 3x libx264 veryfast zerolatency + Opus, -re: "
-            f"**{reference:.3f} CPU-s per media-second** (max RSS {reference_rss:.0f} MB)"
-        )
-    for figures in variants:
-        print_session(figures, reference)
-    if lat is not None:
-        print("\n### Glass-to-room latency\n")
-        if lat.ages_ms:
-            print(
-                f"p50 {pct(lat.ages_ms, 0.5):.0f} ms, p95 {pct(lat.ages_ms, 0.95):.0f} ms, "
-                f"max {max(lat.ages_ms)} ms over {len(lat.ages_ms)} frames read "
-                f"({lat.unreadable} unreadable; source {args.stamp_size}, sent {lat.source_frames} frames)"
-            )
-        else:
-            print(f"no stamp read ({lat.unreadable} frames unreadable)")
-    print(
-        f"\n### Concurrent sessions (one HIGH subscriber each, {FPS_WINDOW:.0f} s window; the machine "
-        f"was {background:.2f} cores busy with no session running)\n"
-    )
-    print(
-        "| sessions | fps received per session | sustained | machine CPU | stack CPU by process "
-        "| pod video drops |"
-    )
-    print("|---|---|---|---|---|---|")
-    for lv in results:
-        if not lv.started:
-            print(f"| {lv.n} | did not start within 90 s | no | | | |")
-            continue
-        fps = ", ".join(f"{f:.1f}" for f in lv.fps)
-        stack = ", ".join(f"{g} {c:.2f}" for g, c in lv.stack_cores.items())
-        total = sum(lv.stack_cores.values())
-        print(
-            f"| {lv.n} | {fps} | {'yes' if lv.sustained else 'no'} | {lv.machine_cores:.2f} cores "
-            f"| {total:.2f} cores: {stack} | {lv.pod_drops:.0f} |"
-        )
 
     sustained = max((lv.n for lv in results if lv.sustained), default=0)
     goal_line = [

@@ -202,6 +202,9 @@ class Publisher:
                 simulcast=len(plan.layers) > 1,
                 video_codec=_VIDEO_CODECS[plan.codec],
                 video_encoding=rtc.VideoEncoding(max_bitrate=top.bitrate, max_framerate=plan.frame_rate),
+                # Under CPU or bandwidth pressure libwebrtc would otherwise shrink the layers below
+                # the preset's sizes; an ingress keeps them and drops frames instead.
+                degradation_preference=rtc.DegradationPreference.MAINTAIN_RESOLUTION.value,
             ),
         )
         info = TrackInfo(
