@@ -386,9 +386,9 @@ class Stack:
             "kube-controller-manager": self._controller_manager,
             "livekit-server": self._livekit,
             "process-node": self._process_node,
-            "operator": self._operator,
-            "shim": self._shim,
-            "frontdoor": self._frontdoor,
+            "operator": lambda: self._ours("operator", "lki-operator", self.ports.operator_health),
+            "shim": lambda: self._ours("shim", "lki-shim", self.ports.shim),
+            "frontdoor": lambda: self._ours("frontdoor", "lki-frontdoor", self.ports.whip),
         }
         if name not in builders:
             raise KeyError(f"unknown component {name!r}; known: {', '.join(self.names())}")
@@ -529,34 +529,13 @@ class Stack:
             grace=10,
         )
 
-    def _operator(self) -> Component:
+    def _ours(self, name: str, script: str, health_port: int) -> Component:
+        """One of the project's own control-plane processes (operator, shim, front door)."""
         return Component(
-            "operator",
-            [str(tools.VENV_BIN / "lki-operator")],
+            name,
+            [str(tools.VENV_BIN / script)],
             self.control_plane_env(),
-            lambda: _http_ok(f"http://127.0.0.1:{self.ports.operator_health}/healthz"),
-            timeout=60,
-            grace=10,
-            cwd=tools.REPO_ROOT,
-        )
-
-    def _shim(self) -> Component:
-        return Component(
-            "shim",
-            [str(tools.VENV_BIN / "lki-shim")],
-            self.control_plane_env(),
-            lambda: _http_ok(f"http://127.0.0.1:{self.ports.shim}/healthz"),
-            timeout=60,
-            grace=10,
-            cwd=tools.REPO_ROOT,
-        )
-
-    def _frontdoor(self) -> Component:
-        return Component(
-            "frontdoor",
-            [str(tools.VENV_BIN / "lki-frontdoor")],
-            self.control_plane_env(),
-            lambda: _http_ok(f"http://127.0.0.1:{self.ports.whip}/healthz"),
+            lambda: _http_ok(f"http://127.0.0.1:{health_port}/healthz"),
             timeout=60,
             grace=10,
             cwd=tools.REPO_ROOT,
