@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -94,15 +95,19 @@ def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
                 stat = (task / "stat").read_text()
                 fields = stat[stat.rindex(")") + 2 :].split()
                 name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                name = MAIN_THREAD if task.name == str(pid) else name
                 out[task.name] = (name, (int(fields[11]) + int(fields[12])) / CLK_TCK)
     return out
 
 
-# What the media pod's threads do, by the names they carry (Python threads keep the process's).
+# What the media pod's threads do, by the names they carry. Python's threads keep the process's
+# name: the main thread is told apart by its id, the others are the input's (av-input).
+MAIN_THREAD = "<main>"
 THREAD_ROLES = [
-    ("VideoEncoderQue", "video encode (SDK: downscale + OpenH264 per layer)"),
-    ("av:h264", "H.264 decode (PyAV frame threads)"),
-    ("lki-media", "Python threads (demux, scale, I420 copy, asyncio)"),
+    ("VideoEncoderQue", "video encode (SDK: layer downscale + OpenH264 per layer)"),
+    ("av:h264", "H.264 decode (FFmpeg's own threads)"),
+    (MAIN_THREAD, "main thread (asyncio: I420 copy, capture_frame, state)"),
+    ("lki-media", "input thread(s) (PyAV demux, decode, scale)"),
     ("AudioEncoderQue", "Opus encode"),
 ]
 
@@ -197,6 +202,12 @@ def stack_env() -> Iterator[dict[str, str]]:
         try:
             stack.start()
             yield {**os.environ, **stack.env}
+        except BaseException:
+            # The stack's directory goes with the run: keep its logs (the pods' included).
+            kept = Path(tempfile.mkdtemp(prefix="lki-bench-rtmp-logs-"))
+            shutil.copytree(stack.logs_dir, kept, dirs_exist_ok=True)
+            print(f"the run failed; the stack's logs are in {kept}", file=sys.stderr)
+            raise
         finally:
             stack.stop()
             lock.release()
