@@ -7,12 +7,14 @@ LIVEKIT_URL is unset:
     python bench/rtmp.py [--seconds 60] [--sessions 1,2,4,6,8] [--skip-reference] ...
 
 1. CPU-seconds per media-second of one session's media pod (1080p30 H.264 + AAC in, 720p in
-   three simulcast layers + Opus out), from /proc/<pid>/stat over a steady window, with one
-   subscriber on the HIGH layer (dynacast lets the pod pause the lower ones) and again with a
-   subscriber on each layer; the front door's CPU in the same window; and, in the same run, the
-   ffmpeg reference (decode, three scales, three libx264 veryfast encodes and Opus, in real time).
-   The input is a file encoded once at the start and pushed with `ffmpeg -re -c copy`, so no
-   encoder's cost is in either figure.
+   three simulcast layers + Opus out), from /proc/<pid>/stat over a steady window, split by
+   thread, with one subscriber on the HIGH layer, then one per layer, then one on LOW only
+   (livekit-server's dynacast enables every layer up to the highest watched, so HIGH alone
+   keeps all three encoding; LOW alone pauses the upper two); the front door's, livekit-server's
+   and the subscribers' CPU in the same window; and, in the same run, the ffmpeg reference
+   (decode, three scales, three libx264 veryfast encodes and Opus, in real time). The input is
+   a file encoded once at the start and pushed with `ffmpeg -re -c copy`, so no encoder's cost
+   is in either figure.
 2. Glass-to-room latency: a PyAV source (its own process) stamps the wall clock into each
    picture; a subscriber reads the stamp back from the decoded frame.
 3. Concurrent sessions: N pushes of the file, one HIGH subscriber each; the frame rate each
