@@ -36,8 +36,9 @@ class Settings(BaseSettings):
     media_env: dict[str, str] = Field(default_factory=dict, description="extra media pod env (JSON)")
     media_service_account: str = Field("lki-media", description="media pods' ServiceAccount")
     media_resources: dict[str, dict[str, str]] = Field(
-        # From bench/rtmp.py: one 1080p30 → 720p 3-layer session (docs/benchmarks.md).
-        {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+        # From bench/rtmp.py (docs/benchmarks.md): one 1080p30 → 720p 3-layer session uses
+        # 0.57 CPU-s/s and at most 175 MB; no CPU limit, so a session never throttles mid-GOP.
+        {"requests": {"cpu": "600m", "memory": "192Mi"}, "limits": {"memory": "512Mi"}},
         description="media pod container resources (JSON)",
     )
     list_page_size: int = Field(100, ge=1, description="ListIngress page size when a page_token is sent")
