@@ -175,13 +175,16 @@ class Subscriber:
         within: float = 60,
         kinds: tuple[str, ...] = ("video", "audio"),
         quality: str = "VIDEO_QUALITY_HIGH",
+        until_size: tuple[int, int] | None = None,
     ) -> Received:
-        """Wait for `identity`'s tracks of these kinds, then decode the given number of frames."""
+        """Wait for `identity`'s tracks of these kinds, then decode the given number of frames;
+        with `until_size`, video goes on (within `within`) until a frame of that size arrived:
+        the SFU starts a subscriber on a low layer and moves up as its bandwidth estimate grows."""
         deadline = time.monotonic() + within
         got = await self.tracks_of(identity, within, kinds, quality)
         jobs = []
         if got.video_track is not None:
-            jobs.append(self._video(got, video_frames))
+            jobs.append(self._video(got, video_frames, until_size))
         if got.audio_track is not None:
             jobs.append(self._audio(got, audio_frames))
         await asyncio.wait_for(asyncio.gather(*jobs), max(1.0, deadline - time.monotonic()))
@@ -243,12 +246,15 @@ class Subscriber:
             )
         return out
 
-    async def _video(self, got: Received, frames: int) -> None:
+    async def _video(self, got: Received, frames: int, until_size: tuple[int, int] | None) -> None:
         assert got.video_track is not None
         stream = rtc.VideoStream(got.video_track)
         self._streams.append(stream)
-        async for event in _take(stream, frames):
+        async for event in stream:
             got.video_sizes.append((event.frame.width, event.frame.height))
+            enough = len(got.video_sizes) >= frames
+            if enough and (until_size is None or until_size in got.video_sizes):
+                return
 
     async def _audio(self, got: Received, frames: int) -> None:
         assert got.audio_track is not None

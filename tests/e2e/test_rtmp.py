@@ -18,7 +18,7 @@ from livekit.protocol import ingress as lkingress
 from livekit.protocol import models as lkmodels
 
 from local_stack.node.kube import Kube
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import Kubectl, wait_for
 from tests.e2e.media import Subscriber, push
 
 pytestmark = [
@@ -107,13 +107,13 @@ async def make_ingress(
 
 
 async def test_push_1080p_reaches_the_room_as_720p_with_three_layers_then_inactive(
-    make_ingress: Any, lkapi: api.LiveKitAPI, stack_env: dict[str, str]
+    make_ingress: Any, lkapi: api.LiveKitAPI, kubectl: Kubectl
 ) -> None:
     ingress = await make_ingress(identity="cam-1080")
     assert ingress.info.state.status == S.ENDPOINT_INACTIVE
-    encoder = await push(ingress.push_url, seconds=14)
+    encoder = await push(ingress.push_url, seconds=20)
     async with ingress.subscriber() as sub:
-        got = await sub.receive("cam-1080", video_frames=40, audio_frames=100)
+        got = await sub.receive("cam-1080", video_frames=40, audio_frames=100, until_size=(1280, 720))
     assert (1280, 720) in got.video_sizes, got.video_sizes
     assert set(got.audio_rates) == {(48000, 2)}
 
@@ -132,6 +132,11 @@ async def test_push_1080p_reaches_the_room_as_720p_with_three_layers_then_inacti
     assert audio.channels == 2 and audio.sample_rate == 44100
     assert info.state.resource_id.startswith("RT_") and info.state.room_id.startswith("RM_")
     assert info.state.started_at > 0 and {t.type for t in info.state.tracks} == {0, 1}
+
+    # what `kubectl get lki` shows: ID, Type, Room, Status, Age
+    row = kubectl.run("get", "lki", "-l", f"{ID_LABEL}={ingress.info.ingress_id}", "--no-headers").stdout
+    expected = [ingress.info.ingress_id, "RTMP", ingress.info.room_name, "ENDPOINT_PUBLISHING"]
+    assert row.split()[1:5] == expected, row
 
     rooms = await lkapi.room.list_participants(api.ListParticipantsRequest(room=ingress.info.room_name))
     (publisher,) = [p for p in rooms.participants if p.identity == "cam-1080"]
@@ -286,7 +291,10 @@ async def test_encodings_and_inputs(
     ingress = await make_ingress(identity=identity, **request_fields)
     encoder = await push(ingress.push_url, seconds=25, **source)
     async with ingress.subscriber() as sub:
-        got = await sub.receive(identity, video_frames=20, audio_frames=20, kinds=tuple(sorted(tracks)))
+        want = sizes[0] if sizes else None
+        got = await sub.receive(
+            identity, video_frames=20, audio_frames=20, kinds=tuple(sorted(tracks)), until_size=want
+        )
     if sizes:
         assert sizes[0] in got.video_sizes, got.video_sizes
     assert bool(got.audio_rates) == ("audio" in tracks)
