@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import re
 import urllib.parse
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from google.protobuf import json_format
@@ -540,3 +540,39 @@ _SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
 def snake_path(path: str) -> str:
     """`video.options.videoCodec` → `video.options.video_codec` (how protobuf callers spell it)."""
     return _SNAKE.sub("_", path).lower()
+
+
+# --- status patches a session's writers share ---------------------------------------------------
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(when: datetime) -> str:
+    """Kubernetes' own time format: seconds, UTC, `Z`."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def session_guard(resource_id: str | None) -> dict[str, Any]:
+    """The JSON-patch operation that makes a status write apply only while this session is
+    the CR's: a write meant for an ended session must not touch its successor's."""
+    return {"op": "test", "path": "/status/session/resourceId", "value": resource_id}
+
+
+def session_end_patch(
+    resource_id: str | None, to: IngressStatus, error: str | None, write_state: bool
+) -> list[dict[str, Any]]:
+    """Remove the session; with `write_state`, move the state on to `to` (with `error`), for
+    a session whose pod did not write its own final state."""
+    ops = [session_guard(resource_id), {"op": "remove", "path": "/status/session"}]
+    if write_state:
+        when = rfc3339(now())
+        ops += [
+            {"op": "add", "path": "/status/state/status", "value": to.value},
+            {"op": "add", "path": "/status/state/endedAt", "value": when},
+            {"op": "add", "path": "/status/state/updatedAt", "value": when},
+        ]
+        if error is not None:
+            ops.append({"op": "add", "path": "/status/state/error", "value": error})
+    return ops

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from ingress_operator import ids
@@ -19,7 +18,9 @@ from ingress_operator.models import (
     IngressStatus,
     InputType,
     ingress_url,
+    now,
     parse_spec,
+    rfc3339,
     seniority,
     stream_key_secret_name,
 )
@@ -35,15 +36,6 @@ class Outcome:
     status: dict[str, Any] = field(default_factory=dict)
     error: IngressError | None = None
     retry: bool = False
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def rfc3339(when: datetime) -> str:
-    """Kubernetes' own time format: seconds, UTC, `Z`."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def set_condition(

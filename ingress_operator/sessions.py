@@ -23,8 +23,16 @@ from typing import Any
 
 from ingress_operator.config import Settings
 from ingress_operator.kube import Kube, Obj
-from ingress_operator.models import GROUP, ID_LABEL, KIND, VERSION, IngressStatus, Session
-from ingress_operator.reconcile import now, rfc3339
+from ingress_operator.models import (
+    GROUP,
+    ID_LABEL,
+    KIND,
+    VERSION,
+    IngressStatus,
+    Session,
+    session_end_patch,
+    session_guard,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,50 +113,32 @@ def plan(body: Obj, pods: list[PodView], settings: Settings, pod_exists: bool | 
         return out
     if session.generation != meta.get("generation") or spec.get("enabled") is False:
         out.delete += [pod.name] if pod else []
-        out.status_ops = _end(rid, IngressStatus.ENDPOINT_INACTIVE, None, live)
+        out.status_ops = session_end_patch(rid, IngressStatus.ENDPOINT_INACTIVE, None, live)
         out.note = "the ingress changed: session ended"
     elif pod is not None and pod.phase == "Succeeded":
         out.delete.append(pod.name)
-        out.status_ops = _end(rid, IngressStatus.ENDPOINT_INACTIVE, None, live)
+        out.status_ops = session_end_patch(rid, IngressStatus.ENDPOINT_INACTIVE, None, live)
         out.note = "session over"
     elif pod is not None and pod.phase == "Failed":
         out.delete.append(pod.name)
         errored = ours and state.get("status") == IngressStatus.ENDPOINT_ERROR
-        out.status_ops = _end(rid, IngressStatus.ENDPOINT_ERROR, None if errored else pod.failure, True)
+        out.status_ops = session_end_patch(
+            rid, IngressStatus.ENDPOINT_ERROR, None if errored else pod.failure, True
+        )
         out.note = "media pod failed"
     elif pod is None and session.pod is None:
         name = pod_name(meta["name"], rid or "")
         out.create = media_pod(body, session, name, settings)
         out.status_ops = [
-            _test(rid),
+            session_guard(rid),
             {"op": "add", "path": "/status/session/pod", "value": name},
         ]
         out.note = "media pod created"
     elif pod is None and pod_exists is False:
         error = f"media pod {session.pod} was deleted"
-        out.status_ops = _end(rid, IngressStatus.ENDPOINT_ERROR, error, True)
+        out.status_ops = session_end_patch(rid, IngressStatus.ENDPOINT_ERROR, error, True)
         out.note = "media pod deleted"
     return out
-
-
-def _test(rid: str | None) -> Obj:
-    return {"op": "test", "path": "/status/session/resourceId", "value": rid}
-
-
-def _end(rid: str | None, to: IngressStatus, error: str | None, write_state: bool) -> list[Obj]:
-    """Remove the session; move the state on only if it still shows this session live (a pod
-    that ended cleanly has written its own final state)."""
-    ops: list[Obj] = [_test(rid), {"op": "remove", "path": "/status/session"}]
-    if write_state:
-        when = rfc3339(now())
-        ops += [
-            {"op": "add", "path": "/status/state/status", "value": to.value},
-            {"op": "add", "path": "/status/state/endedAt", "value": when},
-            {"op": "add", "path": "/status/state/updatedAt", "value": when},
-        ]
-        if error is not None:
-            ops.append({"op": "add", "path": "/status/state/error", "value": error})
-    return ops
 
 
 def media_pod(body: Obj, session: Session, name: str, settings: Settings) -> Obj:

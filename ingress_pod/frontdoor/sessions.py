@@ -16,16 +16,14 @@ from dataclasses import dataclass, field
 
 from ingress_operator import ids
 from ingress_operator.kube import Kube
-from ingress_operator.models import IngressState, IngressStatus, InputType, Session
-from ingress_operator.reconcile import now
+from ingress_operator.models import IngressState, IngressStatus, InputType, Session, now, session_end_patch
 from ingress_operator.store import IngressStore
 from ingress_pod.frontdoor.flv import StartCache
 
 log = logging.getLogger(__name__)
 
-# How long an ended session stays readable for a pod that had not attached yet (a short push).
-LINGER_S = 30.0
-# A session whose pod has not attached by then is given up (no node could run it).
+# A session whose pod has not attached by then is given up: no node could run it. Until then
+# a session the encoder already left stays readable (a short push still gets published).
 ATTACH_TIMEOUT_S = 60.0
 # Bytes queued for a pod that reads too slowly before the session is dropped.
 MAX_QUEUED_BYTES = 32 << 20
@@ -85,19 +83,24 @@ class LiveSession:
             return
         self.end_reason = reason
         self.ended.set()
-        self._queue.put_nowait(None)
+        if self.attached:  # else attach() queues the cached stream, then the end
+            self._queue.put_nowait(None)
         log.info("session ended", extra={**self.log_extra, "reason": reason})
 
 
 class SessionRegistry:
     """The live sessions of this front door, and the rules for opening one."""
 
-    def __init__(self, kube: Kube, store: IngressStore, source_base_url: str) -> None:
+    def __init__(
+        self, kube: Kube, store: IngressStore, source_base_url: str, attach_timeout: float = ATTACH_TIMEOUT_S
+    ) -> None:
         self.kube = kube
+        self.attach_timeout = attach_timeout
         self.store = store
         self.source_base_url = source_base_url.rstrip("/")
         self.by_ingress: dict[str, LiveSession] = {}
         self.by_resource: dict[str, LiveSession] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         store.listeners.append(self._ingress_changed)
 
     async def open(self, stream_key: str, input_type: InputType) -> LiveSession:
@@ -143,7 +146,7 @@ class SessionRegistry:
         if obj is not None:
             self.store.remember(obj)
         session.confirmed = True
-        asyncio.get_running_loop().call_later(ATTACH_TIMEOUT_S, self._attach_deadline, session)
+        asyncio.get_running_loop().call_later(self.attach_timeout, self._attach_deadline, session)
         log.info("session started", extra=session.log_extra)
         return session
 
@@ -154,8 +157,6 @@ class SessionRegistry:
             del self.by_ingress[session.ingress_id]
         if session.attached:
             self.by_resource.pop(session.resource_id, None)
-        else:
-            asyncio.get_running_loop().call_later(LINGER_S, self._drop, session)
 
     def _drop(self, session: LiveSession) -> None:
         if self.by_ingress.get(session.ingress_id) is session:
@@ -164,8 +165,23 @@ class SessionRegistry:
             del self.by_resource[session.resource_id]
 
     def _attach_deadline(self, session: LiveSession) -> None:
-        if not session.attached and not session.ended.is_set():
-            session.end(f"no media pod attached within {ATTACH_TIMEOUT_S:g} s")
+        if session.attached:
+            return
+        reason = f"no media pod started within {self.attach_timeout:g} s"
+        session.end(reason)
+        self._drop(session)
+        task = asyncio.create_task(self._give_up(session, reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _give_up(self, session: LiveSession, reason: str) -> None:
+        """End the session in the CR too, or it would show BUFFERING for ever: the operator
+        then deletes the pod that never ran."""
+        ops = session_end_patch(session.resource_id, IngressStatus.ENDPOINT_ERROR, reason, True)
+        try:
+            await self.kube.json_patch_status(session.cr_name, ops)
+        except Exception as err:  # the CR is gone, or the API server: nothing left to end
+            log.warning("could not end the session in the CR", extra={**session.log_extra, "error": str(err)})
 
     def _ingress_changed(self, ingress_id: str) -> None:
         """The CR changed: end our session if the operator ended it or the ingress is gone."""
