@@ -28,6 +28,7 @@ async def serve(settings: Settings) -> None:
     await runner.setup()
     await web.TCPSite(runner, settings.frontdoor_bind, settings.frontdoor_http_port).start()
     await store.start()
+    await registry.sweep()
     rtmp = RTMPServer(registry)
     server = await rtmp.start(settings.frontdoor_bind, settings.frontdoor_rtmp_port)
     stop = asyncio.Event()

@@ -1,8 +1,10 @@
 """The front door's HTTP side: media pods read their session's FLV stream here; health and
 metrics. (WHIP joins it later.)
 
-A session's URL holds its resource id, 12 random base57 characters: only the pod the operator
-gave it to knows it, and it can be read once.
+A session's URL holds its resource id and a random token: it is in the CR's status (for the
+operator to hand to the pod), so whoever may read LiveKitIngress status could read the stream
+before the pod does; it can be read once. In a cluster, a NetworkPolicy that lets only media
+pods reach this port closes that too.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ BYTES_OUT = Counter("lki_frontdoor_bytes_to_pods_total", "FLV bytes handed to me
 async def session_source(request: web.Request) -> web.StreamResponse:
     """Stream one session's FLV to its media pod, from the start-up cache to the end."""
     registry = request.app[REGISTRY]
-    session = registry.by_resource.get(request.match_info["resource_id"])
+    session = registry.reader(request.match_info["resource_id"], request.match_info["token"])
     if session is None:
         raise web.HTTPNotFound(text="no such session\n")
     if session.attached:
@@ -38,6 +40,10 @@ async def session_source(request: web.Request) -> web.StreamResponse:
         while (chunk := await session.next_chunk()) is not None:
             await resp.write(chunk)
             BYTES_OUT.inc(len(chunk))
+        if session.overflowed:  # no clean end: the pod must not take it for the encoder's
+            if request.transport is not None:
+                request.transport.abort()
+            return resp
         await resp.write_eof()
     except (ConnectionError, RuntimeError):  # aiohttp raises RuntimeError on a closed transport
         pass
@@ -55,7 +61,7 @@ async def healthz(request: web.Request) -> web.Response:
 def make_app(registry: SessionRegistry) -> web.Application:
     app = web.Application()
     app[REGISTRY] = registry
-    app.router.add_get("/sessions/{resource_id}", session_source)
+    app.router.add_get("/sessions/{resource_id}/{token}", session_source)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", serve_metrics)
     SESSIONS.set_function(lambda: len(registry.by_ingress))

@@ -39,6 +39,8 @@ MSG_AUDIO, MSG_VIDEO, MSG_DATA_AMF0, MSG_COMMAND_AMF0 = 0x08, 0x09, 0x12, 0x14
 OUR_CHUNK_SIZE = 4096
 # A client that has not published within this time after connecting is dropped.
 PUBLISH_TIMEOUT_S = 30.0
+# Encoders use 4 KiB to 64 KiB; a larger chunk size only helps a client exhaust memory.
+MAX_CHUNK_SIZE = 1 << 20
 
 
 def on_status(stream_id: int, level: str, code: str, description: str) -> Chunk:
@@ -90,8 +92,10 @@ class RTMPServer:
         session: LiveSession | None = None
         watcher: asyncio.Task[None] | None = None
         reason = "encoder disconnected"
+        # Until it publishes, a client holds no session: one that idles is dropped.
+        idle = asyncio.get_running_loop().call_later(PUBLISH_TIMEOUT_S, writer.close)
         try:
-            await asyncio.wait_for(conn.handshake(), PUBLISH_TIMEOUT_S)
+            await conn.handshake()
             async for chunk in conn.read_chunks_from_stream():
                 kind = chunk.msg_type_id
                 if session is not None and kind in (MSG_AUDIO, MSG_VIDEO):
@@ -109,12 +113,16 @@ class RTMPServer:
                     conn.write_chunk_to_stream(message.create_response())
                     await conn.drain()
                 elif isinstance(message, SetChunkSize):
+                    if not 1 <= message.chunk_size <= MAX_CHUNK_SIZE:
+                        raise ValueError(f"chunk size {message.chunk_size}")
                     conn.reader_chunk_size = message.chunk_size
                 elif isinstance(message, NSPublish) and session is None:
-                    session = await self._publish(conn, message, peer)
+                    session = await self._open(conn, message, peer)
                     if session is None:
                         return
+                    idle.cancel()
                     watcher = asyncio.create_task(_close_when_ended(session, writer))
+                    await _started(conn, message.msg_stream_id, session)
         except StreamClosedException:
             pass
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError) as err:
@@ -123,6 +131,7 @@ class RTMPServer:
             reason = f"malformed RTMP stream: {type(err).__name__}"
             log.warning("dropping an RTMP connection", extra={"peer": peer, "error": reason})
         finally:
+            idle.cancel()
             if session is not None:
                 self.registry.close(session, session.end_reason or reason)
             if watcher is not None:
@@ -139,7 +148,8 @@ class RTMPServer:
         conn.write_chunk_to_stream(message.create_response())
         await conn.drain()
 
-    async def _publish(self, conn: SessionManager, message: NSPublish, peer: str) -> LiveSession | None:
+    async def _open(self, conn: SessionManager, message: NSPublish, peer: str) -> LiveSession | None:
+        """A session for this publish, or None once the refusal is written."""
         key = stream_key_of(str(message.publishing_name or ""))
         stream_id = message.msg_stream_id
         try:
@@ -157,13 +167,18 @@ class RTMPServer:
             )
             await conn.drain()
             return None
-        conn.write_chunk_to_stream(StreamBegin(stream_id=stream_id))
-        conn.write_chunk_to_stream(
-            on_status(stream_id, "status", "NetStream.Publish.Start", f"publishing {session.resource_id}")
-        )
-        await conn.drain()
         log.info("publishing", extra={**session.log_extra, "peer": peer})
         return session
+
+
+async def _started(conn: SessionManager, stream_id: int, session: LiveSession) -> None:
+    """Tell the encoder to go on (the session is already the caller's to close, should the
+    connection fail while this is written)."""
+    conn.write_chunk_to_stream(StreamBegin(stream_id=stream_id))
+    conn.write_chunk_to_stream(
+        on_status(stream_id, "status", "NetStream.Publish.Start", f"publishing {session.resource_id}")
+    )
+    await conn.drain()
 
 
 async def _close_when_ended(session: LiveSession, writer: asyncio.StreamWriter) -> None:

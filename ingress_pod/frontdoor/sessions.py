@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from dataclasses import dataclass, field
 
 from ingress_operator import ids
 from ingress_operator.kube import Kube
 from ingress_operator.models import IngressState, IngressStatus, InputType, Session, now, session_end_patch
 from ingress_operator.store import IngressStore
+from ingress_pod.frontdoor import flv
 from ingress_pod.frontdoor.flv import StartCache
 
 log = logging.getLogger(__name__)
+
+LIVE = (IngressStatus.ENDPOINT_BUFFERING, IngressStatus.ENDPOINT_PUBLISHING)
 
 # A session whose pod has not attached by then is given up: no node could run it. Until then
 # a session the encoder already left stays readable (a short push still gets published).
@@ -40,9 +44,12 @@ class LiveSession:
     resource_id: str
     ingress_id: str
     cr_name: str
+    # The pod's URL holds it: the resource id alone is public (ListIngress shows it).
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     cache: StartCache = field(default_factory=StartCache)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_reason: str = ""
+    overflowed: bool = False  # the pod fell too far behind: its stream ends without a clean end
     attached: bool = False
     confirmed: bool = False  # written into the CR: from then on the CR says whether it lives
     _queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
@@ -53,21 +60,28 @@ class LiveSession:
         return {"ingress_id": self.ingress_id, "resource_id": self.resource_id}
 
     def feed(self, kind: int, timestamp_ms: int, body: bytes) -> None:
-        """One tag from the encoder: cached for a pod yet to come, or queued for the pod."""
+        """One tag from the encoder: into the start-up cache until the pod attaches, then
+        queued for it."""
         if self.ended.is_set():
             return
-        framed = self.cache.add(kind, timestamp_ms, body)
-        if self.attached:
-            self._queued += len(framed)
-            if self._queued > MAX_QUEUED_BYTES:
-                self.end("the media pod reads too slowly")
-                return
-            self._queue.put_nowait(framed)
+        if not self.attached:
+            self.cache.add(kind, timestamp_ms, body)
+            return
+        framed = flv.tag(kind, timestamp_ms, body)
+        self._queued += len(framed)
+        if self._queued > MAX_QUEUED_BYTES:
+            self.overflowed = True
+            self.end("the media pod reads too slowly")
+            return
+        self._queue.put_nowait(framed)
 
     def attach(self) -> None:
         """The pod connects: it gets the start-up cache, then everything live."""
         self.attached = True
-        self._queue.put_nowait(self.cache.snapshot())
+        snapshot = self.cache.snapshot()
+        self.cache = StartCache()  # read once: no use keeping it
+        self._queued += len(snapshot)
+        self._queue.put_nowait(snapshot)
         if self.ended.is_set():
             self._queue.put_nowait(None)
 
@@ -113,45 +127,80 @@ class SessionRegistry:
             raise Refused(f"stream key of a {cr.spec.input_type.value} ingress")
         if cr.spec.enabled is False:
             raise Refused("ingress is disabled")
-        if cr.status.ingress_id != entry.ingress_id:
+        ready = next((c for c in cr.status.conditions if c.type == "Ready"), None)
+        if cr.status.ingress_id != entry.ingress_id or ready is None:
             raise Refused("ingress is not ready yet")
+        if ready.status != "True":
+            raise Refused(f"ingress is not ready: {ready.message or ready.reason}")
         if entry.ingress_id in self.by_ingress:
             raise Refused("ingress already has a live publisher")
         prefix = {InputType.RTMP: "RT_", InputType.WHIP: "WH_"}[input_type]
-        rid = ids.guid(prefix)
-        session = LiveSession(rid, entry.ingress_id, entry.name)
+        session = LiveSession(ids.guid(prefix), entry.ingress_id, entry.name)
         # Taken before the first await, so a second publisher racing this one is refused.
         self.by_ingress[entry.ingress_id] = session
-        self.by_resource[rid] = session
-        when = now()
-        doc = Session(
-            resource_id=rid,
-            source=f"{self.source_base_url}/sessions/{rid}",
-            generation=cr.metadata.generation,
-        )
-        state = IngressState(
-            status=IngressStatus.ENDPOINT_BUFFERING, started_at=when, updated_at=when, resource_id=rid
-        )
+        self.by_resource[session.resource_id] = session
         try:
             obj = await self.kube.json_patch_status(
-                entry.name,
-                [
-                    {"op": "add", "path": "/status/session", "value": doc.to_cr()},
-                    {"op": "add", "path": "/status/state", "value": state.to_cr()},
-                ],
+                entry.name, self._start_patch(session, cr.metadata.generation)
             )
         except Exception:
             self._drop(session)
             raise
-        if obj is not None:
-            self.store.remember(obj)
+        if obj is None:  # the spec changed under us (an update): its session must not start
+            self._drop(session)
+            raise Refused("ingress is being updated; publish again")
+        self.store.remember(obj)
         session.confirmed = True
         asyncio.get_running_loop().call_later(self.attach_timeout, self._attach_deadline, session)
         log.info("session started", extra=session.log_extra)
         return session
 
+    def _start_patch(self, session: LiveSession, generation: int) -> list[dict[str, object]]:
+        """status.session and state BUFFERING, if the spec is still the one checked."""
+        when = now()
+        rid = session.resource_id
+        doc = Session(
+            resource_id=rid,
+            source=f"{self.source_base_url}/sessions/{rid}/{session.token}",
+            generation=generation,
+        )
+        state = IngressState(
+            status=IngressStatus.ENDPOINT_BUFFERING, started_at=when, updated_at=when, resource_id=rid
+        )
+        return [
+            {"op": "test", "path": "/metadata/generation", "value": generation},
+            {"op": "add", "path": "/status/session", "value": doc.to_cr()},
+            {"op": "add", "path": "/status/state", "value": state.to_cr()},
+        ]
+
+    def reader(self, resource_id: str, token: str) -> LiveSession | None:
+        """The session a pod asks for, if the token is right."""
+        session = self.by_resource.get(resource_id)
+        return session if session and secrets.compare_digest(session.token, token) else None
+
+    async def sweep(self) -> None:
+        """After a restart: sessions the CRs say this front door serves are gone with the old
+        process; end them, or their ingresses would wait on a source that no longer exists."""
+        for entry in list(self.store.entries.values()):
+            current = entry.cr.status.session
+            if current is None or current.resource_id in self.by_resource:
+                continue
+            if not current.source.startswith(self.source_base_url + "/"):
+                continue
+            live = (entry.cr.status.state or IngressState()).status in LIVE
+            ops = session_end_patch(
+                current.resource_id, IngressStatus.ENDPOINT_ERROR, "front door restarted", live
+            )
+            try:
+                await self.kube.json_patch_status(entry.name, ops)
+            except Exception as err:  # left to the pod's own end (it loses its input)
+                log.warning(
+                    "could not end a stale session", extra={"ingress_id": entry.ingress_id, "error": str(err)}
+                )
+
     def close(self, session: LiveSession, reason: str) -> None:
-        """The encoder is gone: end the session, keep it readable a while for a late pod."""
+        """The encoder is gone: end the session; one no pod read yet stays readable until the
+        attach deadline (a push shorter than a pod's start is still published)."""
         session.end(reason)
         if self.by_ingress.get(session.ingress_id) is session:
             del self.by_ingress[session.ingress_id]
@@ -191,7 +240,10 @@ class SessionRegistry:
         entry = self.store.entries.get(ingress_id)
         if entry is None:
             session.end("ingress deleted")
+            del self.by_ingress[ingress_id]
             return
         current = entry.cr.status.session
         if current is None or current.resource_id != session.resource_id:
             session.end("session ended by the operator")
+            if self.by_ingress.get(ingress_id) is session:
+                del self.by_ingress[ingress_id]

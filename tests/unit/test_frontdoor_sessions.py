@@ -49,13 +49,23 @@ class FakeKube:
         return copy.deepcopy(new)
 
 
-def cr(enabled: bool | None = None, input_type: str = "RTMP", ready: bool = True) -> dict[str, Any]:
+def cr(enabled: bool | None = None, input_type: str = "RTMP", ready: bool | None = True) -> dict[str, Any]:
+    """ready: None = not reconciled yet; False = Ready False (an invalid spec)."""
     spec: dict[str, Any] = {"inputType": input_type, "participantIdentity": "p", "roomName": "r"}
     if enabled is not None:
         spec["enabled"] = enabled
     status: dict[str, Any] = {"state": {"status": "ENDPOINT_INACTIVE"}}
-    if ready:
+    if ready is not None:
         status["ingressId"] = "IN_abcdefghijkl"
+        status["conditions"] = [
+            {
+                "type": "Ready",
+                "status": str(ready),
+                "reason": "Ready" if ready else "InvalidSpec",
+                "message": "waiting for input" if ready else "spec.roomName: room name is required",
+                "lastTransitionTime": "2026-12-01T00:00:00Z",
+            }
+        ]
     return {
         "metadata": {
             "name": "cam",
@@ -86,7 +96,8 @@ def registry(obj: dict[str, Any], attach_timeout: float = 60) -> tuple[SessionRe
         (cr(), "", "unknown stream key"),
         (cr(enabled=False), KEY, "ingress is disabled"),
         (cr(input_type="WHIP"), KEY, "stream key of a WHIP ingress"),
-        (cr(ready=False), KEY, "ingress is not ready yet"),
+        (cr(ready=None), KEY, "ingress is not ready yet"),
+        (cr(ready=False), KEY, "ingress is not ready: spec.roomName: room name is required"),
     ],
 )
 async def test_refusals(obj: dict[str, Any], key: str, reason: str) -> None:
@@ -102,7 +113,7 @@ async def test_a_publish_becomes_a_session_in_the_cr_and_a_second_one_is_refused
     status = kube.obj["status"]
     assert status["session"] == {
         "resourceId": session.resource_id,
-        "source": f"http://fd:8080/sessions/{session.resource_id}",
+        "source": f"http://fd:8080/sessions/{session.resource_id}/{session.token}",
         "generation": 2,
     }
     assert session.resource_id.startswith("RT_") and len(session.resource_id) == 15
@@ -114,6 +125,14 @@ async def test_a_publish_becomes_a_session_in_the_cr_and_a_second_one_is_refused
     again = await reg.open(KEY, InputType.RTMP)  # a reconnect: a new session
     assert again.resource_id != session.resource_id
     assert kube.obj["status"]["session"]["resourceId"] == again.resource_id
+
+
+async def test_a_publish_racing_an_update_is_refused() -> None:
+    reg, kube = registry(cr())
+    kube.obj["metadata"]["generation"] = 3  # the API server has the update; the store not yet
+    with pytest.raises(Refused, match="being updated"):
+        await reg.open(KEY, InputType.RTMP)
+    assert "session" not in kube.obj["status"] and reg.by_ingress == {}
 
 
 async def test_the_pod_reads_headers_and_the_gop_then_live_then_the_end() -> None:
@@ -151,6 +170,8 @@ async def test_the_operator_ending_the_session_drops_the_encoder() -> None:
     ended["metadata"]["resourceVersion"] = "99"
     reg.store.remember(ended)
     assert session.ended.is_set() and session.end_reason == "session ended by the operator"
+    assert reg.by_ingress == {}  # the ingress takes a new publisher at once
+    assert reg.reader(session.resource_id, "wrong-token") is None
 
 
 async def test_no_pod_within_the_deadline_ends_the_session_with_an_error() -> None:
@@ -164,3 +185,22 @@ async def test_no_pod_within_the_deadline_ends_the_session_with_an_error() -> No
     assert "session" not in kube.obj["status"]
     assert state["status"] == "ENDPOINT_ERROR" and "no media pod started within 0.05 s" in state["error"]
     assert session.ended.is_set() and session.resource_id not in reg.by_resource
+
+
+async def test_after_a_restart_sessions_of_the_old_process_are_ended() -> None:
+    obj = cr()
+    obj["status"]["session"] = {"resourceId": "RT_oldoldoldold", "source": "http://fd:8080/sessions/RT_x/t"}
+    obj["status"]["state"] = {"status": "ENDPOINT_PUBLISHING", "resourceId": "RT_oldoldoldold"}
+    reg, kube = registry(obj)
+    await reg.sweep()
+    assert "session" not in kube.obj["status"]
+    state = kube.obj["status"]["state"]
+    assert (state["status"], state["error"]) == ("ENDPOINT_ERROR", "front door restarted")
+
+
+async def test_a_restart_leaves_other_front_doors_sessions_alone() -> None:
+    obj = cr()
+    obj["status"]["session"] = {"resourceId": "RT_oldoldoldold", "source": "http://other:8080/sessions/x/t"}
+    reg, kube = registry(obj)
+    await reg.sweep()
+    assert kube.patches == []
