@@ -73,8 +73,8 @@ MEDIA_PODS: dict[str, Any] = {sessions.COMPONENT_LABEL: sessions.MEDIA, ID_LABEL
 @kopf.index("", "v1", "pods", labels=MEDIA_PODS)
 def media_pods(body: kopf.Body, **_: Any) -> dict[str, sessions.PodView]:
     """The media pods of each ingress, by the name of the CR that owns them."""
-    owners = [o["name"] for o in body.metadata.get("ownerReferences") or [] if o.get("kind") == KIND]
-    return {owners[0]: sessions.PodView.of(dict(body))} if owners else {}
+    owner = _owner(body)
+    return {owner: sessions.PodView.of(dict(body))} if owner else {}
 
 
 @kopf.on.event(*RESOURCE)
@@ -97,28 +97,38 @@ async def media_pod(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **kw
     """A media pod started, ended or went: its ingress's session may need to move on."""
     op: Operator = memo.op
     op.media_pods = kwargs["media_pods"]
-    owners = [o["name"] for o in body.metadata.get("ownerReferences") or [] if o.get("kind") == KIND]
-    if not owners or (PodView.of(dict(body)).phase in ("Pending", "Running") and event["type"] != "DELETED"):
-        return
-    try:
-        ingress = await op.kube.get_ingress(owners[0])
-    except ApiError:
-        return  # the ingress is gone; its pods go with it
-    await converge(op, ingress)
+    owner, pod = _owner(body), PodView.of(dict(body))
+    quiet = pod.phase == "Running" or (pod.phase == "Pending" and not pod.stuck)
+    if owner and (event["type"] == "DELETED" or not quiet):
+        await converge_by_name(op, owner)
 
 
 @kopf.on.event("", "v1", "secrets", labels={ID_LABEL: kopf.PRESENT})
 async def owned_secret(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """An ingress's own stream-key Secret deleted by hand is made again (with a new key)."""
-    owners = [o["name"] for o in body.metadata.get("ownerReferences") or [] if o.get("kind") == KIND]
-    if event["type"] != "DELETED" or not owners:
-        return
-    op: Operator = memo.op
+    owner = _owner(body)
+    if event["type"] == "DELETED" and owner:
+        await converge_by_name(memo.op, owner, force=True)
+
+
+def _owner(body: kopf.Body) -> str | None:
+    """The name of the LiveKitIngress that owns an object, if one does."""
+    refs = body.metadata.get("ownerReferences") or []
+    return next((o["name"] for o in refs if o.get("kind") == KIND), None)
+
+
+async def converge_by_name(op: Operator, name: str, force: bool = False) -> None:
+    """Read the ingress afresh and converge it; retried later if the API server fails us."""
     try:
-        ingress = await op.kube.get_ingress(owners[0])
-    except ApiError:
-        return  # the ingress is gone too
-    await converge(op, ingress, force=True)
+        ingress = await op.kube.get_ingress(name)
+    except ApiError as err:
+        if err.status.code != 404:  # 404: the ingress is gone, its objects go with it
+            op.retries.schedule(name)
+        return
+    except (httpx2.HTTPError, OSError):
+        op.retries.schedule(name)
+        return
+    await converge(op, ingress, force=force)
 
 
 async def converge(op: Operator, body: Obj, force: bool = False) -> None:

@@ -1,11 +1,10 @@
-"""Prometheus metrics of the operator, and the `/metrics` handler every aiohttp component serves."""
+"""Prometheus metrics of the operator."""
 
 from __future__ import annotations
 
 from collections import Counter as Tally
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Counter, Gauge, Histogram
 
 from ingress_operator.models import IngressStatus
 
@@ -30,10 +29,3 @@ def _export() -> None:
     tally = Tally(_states.values())
     for state in IngressStatus:
         INGRESSES.labels(state.value).set(tally.get(state.value, 0))
-
-
-async def serve_metrics(_: web.Request) -> web.Response:
-    """`/metrics` in Prometheus' text format."""
-    resp = web.Response(body=generate_latest())
-    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-    return resp

@@ -567,7 +567,7 @@ def session_end_patch(
     a session whose pod did not write its own final state."""
     ops = [session_guard(resource_id), {"op": "remove", "path": "/status/session"}]
     if write_state:
-        when = rfc3339(now())
+        when = now().isoformat().replace("+00:00", "Z")  # as the pod writes its times
         ops += [
             {"op": "add", "path": "/status/state/status", "value": to.value},
             {"op": "add", "path": "/status/state/endedAt", "value": when},

@@ -102,10 +102,9 @@ async def reconcile(kube: Kube, settings: Settings, body: Obj, claims: Iterable[
     desired: dict[str, Any] = {"ingressId": ingress_id, "observedGeneration": generation}
     # The live session's pod owns `state`; it is written here only when missing or reset.
     state = dict(status.get("state") or {"status": IngressStatus.ENDPOINT_INACTIVE.value})
-    if state.get("status") == IngressStatus.ENDPOINT_ERROR and status.get("observedGeneration") not in (
-        None,
-        generation,
-    ):
+    changed = status.get("observedGeneration") not in (None, generation)
+    # (Not while a session runs: its state is its pod's, and a new one may have begun.)
+    if state.get("status") == IngressStatus.ENDPOINT_ERROR and changed and not status.get("session"):
         # A changed spec gets a fresh start; LiveKit keeps the old error text beside it.
         state["status"] = IngressStatus.ENDPOINT_INACTIVE.value
     desired["state"] = state

@@ -21,6 +21,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from lightkube import ApiError
+
 from ingress_operator.config import Settings
 from ingress_operator.kube import Kube, Obj
 from ingress_operator.models import (
@@ -41,6 +43,14 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 MEDIA = "media"
 MEDIA_PORT = 8090
 LIVE = (IngressStatus.ENDPOINT_BUFFERING, IngressStatus.ENDPOINT_PUBLISHING)
+# A container waiting for one of these will not start without someone changing something.
+STUCK = {
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+}
 
 
 @dataclass(frozen=True)
@@ -53,26 +63,34 @@ class PodView:
     exit_code: int | None = None
     reason: str = ""
     message: str = ""
+    stuck: bool = False  # Pending for a reason that won't go away by itself
 
     @classmethod
     def of(cls, pod: Obj) -> PodView:
         meta, status = pod.get("metadata") or {}, pod.get("status") or {}
         terminated: Obj = {}
+        waiting: Obj = {}
         for cs in status.get("containerStatuses") or []:
             terminated = (cs.get("state") or {}).get("terminated") or terminated
+            waiting = (cs.get("state") or {}).get("waiting") or waiting
+        detail = terminated or waiting
         return cls(
             name=meta.get("name", ""),
             resource_id=(meta.get("labels") or {}).get(RESOURCE_LABEL, ""),
             phase=status.get("phase") or "Pending",
             exit_code=terminated.get("exitCode"),
-            reason=terminated.get("reason") or status.get("reason") or "",
-            message=terminated.get("message") or status.get("message") or "",
+            reason=detail.get("reason") or status.get("reason") or "",
+            message=detail.get("message") or status.get("message") or "",
+            stuck=waiting.get("reason") in STUCK,
         )
 
     @property
     def failure(self) -> str:
         """Why the pod failed, for the ingress's error text."""
-        how = f"exit code {self.exit_code}" if self.exit_code is not None else "failed"
+        if self.stuck:
+            how = "can't start"
+        else:
+            how = f"exit code {self.exit_code}" if self.exit_code is not None else "failed"
         detail = ", ".join(x for x in (self.reason, self.message.strip()) if x)
         return f"media pod {self.name} {how}" + (f" ({detail})" if detail else "")
 
@@ -82,6 +100,7 @@ class Plan:
     """What to do for one CR: a pod to create, pods to delete, a guarded status change."""
 
     create: Obj | None = None
+    create_for: str | None = None  # the session's resource id
     delete: list[str] = field(default_factory=list)
     status_ops: list[Obj] = field(default_factory=list)
     note: str = ""
@@ -119,7 +138,7 @@ def plan(body: Obj, pods: list[PodView], settings: Settings, pod_exists: bool | 
         out.delete.append(pod.name)
         out.status_ops = session_end_patch(rid, IngressStatus.ENDPOINT_INACTIVE, None, live)
         out.note = "session over"
-    elif pod is not None and pod.phase == "Failed":
+    elif pod is not None and (pod.phase == "Failed" or pod.stuck):
         out.delete.append(pod.name)
         errored = ours and state.get("status") == IngressStatus.ENDPOINT_ERROR
         out.status_ops = session_end_patch(
@@ -128,15 +147,16 @@ def plan(body: Obj, pods: list[PodView], settings: Settings, pod_exists: bool | 
         out.note = "media pod failed"
     elif pod is None and session.pod is None:
         name = pod_name(meta["name"], rid or "")
-        out.create = media_pod(body, session, name, settings)
+        out.create, out.create_for = media_pod(body, session, name, settings), rid
         out.status_ops = [
             session_guard(rid),
             {"op": "add", "path": "/status/session/pod", "value": name},
         ]
         out.note = "media pod created"
     elif pod is None and pod_exists is False:
+        # A pod deleted gracefully wrote INACTIVE on its way out; one that vanished did not.
         error = f"media pod {session.pod} was deleted"
-        out.status_ops = session_end_patch(rid, IngressStatus.ENDPOINT_ERROR, error, True)
+        out.status_ops = session_end_patch(rid, IngressStatus.ENDPOINT_ERROR, error, live)
         out.note = "media pod deleted"
     return out
 
@@ -220,7 +240,14 @@ async def converge(kube: Kube, settings: Settings, body: Obj, pods: list[PodView
     # Create before recording the pod, and record the end before deleting: whoever looks in
     # between (a pod event, a CR event) must never see a recorded pod that does not exist.
     if todo.create is not None:
-        await kube.create_pod(todo.create)
+        try:
+            await kube.create_pod(todo.create)
+        except ApiError as err:
+            if err.status.code not in (403, 422):  # else a retry would fail the same way
+                raise
+            error = f"could not create the media pod: {err.status.message}"
+            todo.status_ops = session_end_patch(todo.create_for, IngressStatus.ENDPOINT_ERROR, error, True)
+            todo.note = "media pod refused by the API server"
     if todo.status_ops and await kube.json_patch_status(meta["name"], todo.status_ops) is None:
         log.info("session moved on before the change; nothing written", extra=extra)
         return todo

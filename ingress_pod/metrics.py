@@ -5,11 +5,11 @@ Process CPU and memory come with prometheus_client's default process collector.
 
 from __future__ import annotations
 
-import prometheus_client
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
 from ingress_operator.models import IngressStatus
+from ingress_operator.promhttp import serve_metrics
 
 FRAMES_DECODED = Counter("lki_media_frames_decoded_total", "Frames decoded from the input", ["kind"])
 FRAMES_DROPPED = Counter(
@@ -34,19 +34,12 @@ async def _healthz(_: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-async def _metrics(_: web.Request) -> web.Response:
-    return web.Response(
-        body=prometheus_client.generate_latest(),
-        headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
-    )
-
-
 async def serve(host: str, port: int) -> web.AppRunner:
     """Start serving /healthz (readiness: the process runs) and /metrics; the caller cleans up
     the returned runner."""
     app = web.Application()
     app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/metrics", serve_metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

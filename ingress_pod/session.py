@@ -252,7 +252,8 @@ class Session:
         except PublishError as err:
             self._finish(failed(f"could not publish the video track: {err}"))
             return
-        await self._published(reporter, room_id, output.info)
+        # Not awaited: a slow API server must not hold the first frames back.
+        self._spawn(self._published(reporter, room_id, output.info))
         limiter = FrameRateLimiter(plan.frame_rate)
         published = metrics.FRAMES_PUBLISHED.labels("video")
         over_rate = metrics.FRAMES_DROPPED.labels("video", "rate")
@@ -279,7 +280,7 @@ class Session:
         except PublishError as err:
             self._finish(failed(f"could not publish the audio track: {err}"))
             return
-        await self._published(reporter, room_id, output.info)
+        self._spawn(self._published(reporter, room_id, output.info))
         published = metrics.FRAMES_PUBLISHED.labels("audio")
         stale, queued = (
             metrics.FRAMES_DROPPED.labels("audio", "stale"),

@@ -118,6 +118,7 @@ class StateReporter:
             status=IngressStatus.ENDPOINT_BUFFERING, started_at=started or clock(), resource_id=resource_id
         )
         self._lock = asyncio.Lock()
+        self._unwritten = False  # a write failed: the next chance writes the state again
 
     async def _write(self, **changes: Any) -> bool:
         async with self._lock:
@@ -128,11 +129,12 @@ class StateReporter:
                 )
             except Exception as err:  # the API server is out of reach: the next write carries it
                 log.warning("could not write the ingress state", extra={"error": str(err)})
+                self.state, self._unwritten = state, True
                 return True
             if written is None:
                 log.info("session taken over: state not written")
                 return False
-            self.state = state
+            self.state, self._unwritten = state, False
             metrics.set_state(state.status)
             return True
 
@@ -145,8 +147,8 @@ class StateReporter:
         return await self._write(status=IngressStatus.ENDPOINT_PUBLISHING, room_id=room_id, tracks=tracks)
 
     async def inputs(self, video: InputVideoState | None, audio: InputAudioState | None) -> bool:
-        """New input stats, written only if they changed enough."""
-        if not inputs_changed((self.state.video, self.state.audio), (video, audio)):
+        """New input stats, written if they changed enough (or an earlier write failed)."""
+        if not self._unwritten and not inputs_changed((self.state.video, self.state.audio), (video, audio)):
             return True
         return await self._write(video=video, audio=audio)
 

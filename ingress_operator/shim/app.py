@@ -28,8 +28,8 @@ from ingress_operator.errors import (
     Unavailable,
 )
 from ingress_operator.kube import Kube, connect
-from ingress_operator.metrics import serve_metrics
 from ingress_operator.models import snake_path
+from ingress_operator.promhttp import serve_metrics
 from ingress_operator.shim import auth, codec, service
 from ingress_operator.store import IngressStore
 

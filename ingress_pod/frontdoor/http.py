@@ -14,7 +14,7 @@ import logging
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
-from ingress_operator.metrics import serve_metrics
+from ingress_operator.promhttp import serve_metrics
 from ingress_pod.frontdoor.sessions import SessionRegistry
 
 log = logging.getLogger(__name__)
