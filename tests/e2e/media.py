@@ -54,7 +54,7 @@ def ffmpeg_push_args(
     return [*args, "-f", "flv", url]
 
 
-@dataclass
+@dataclass(eq=False)
 class Push:
     """A running ffmpeg push."""
 
@@ -70,6 +70,9 @@ class Push:
         if self.proc.returncode is None:
             self.proc.kill()
         await self.proc.wait()
+
+
+RUNNING: set[Push] = set()  # every push started, for a test's teardown to stop
 
 
 async def push(url: str, seconds: float = 10, **kwargs: object) -> Push:
@@ -90,7 +93,9 @@ async def _spawn(args: list[str]) -> Push:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    return Push(proc)
+    started = Push(proc)
+    RUNNING.add(started)
+    return started
 
 
 def make_source_file(

@@ -18,6 +18,7 @@ from livekit.protocol import ingress as lkingress
 from livekit.protocol import models as lkmodels
 
 from local_stack.node.kube import Kube
+from tests.e2e import media
 from tests.e2e.conftest import Kubectl, wait_for
 from tests.e2e.media import Subscriber, push
 
@@ -30,6 +31,13 @@ pytestmark = [
 S = lkingress.IngressState.Status
 MEDIA_PODS = "app.kubernetes.io/component=media"
 ID_LABEL = "ingress.lkop.dev/id"
+
+
+@pytest.fixture(autouse=True)
+async def no_push_outlives_its_test() -> AsyncIterator[None]:
+    yield
+    while media.RUNNING:
+        await media.RUNNING.pop().stop()
 
 
 @pytest.fixture
@@ -314,7 +322,6 @@ async def test_unsupported_codec_is_an_error_with_a_message(make_ingress: Any) -
     failed = await ingress.state_is(S.ENDPOINT_ERROR)
     assert "codec" in failed.state.error.lower(), failed.state.error
     await encoder.stop()
-    await asyncio.sleep(0)
 
 
 def _push_hevc(url: str, seconds: float) -> None:

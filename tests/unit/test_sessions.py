@@ -51,6 +51,9 @@ def pod(phase: str, rid: str = RID, exit_code: int | None = None) -> PodView:
     return PodView(pod_name("cam", rid), rid, phase, exit_code, "Error" if exit_code else "")
 
 
+STUCK_POD = PodView(POD, RID, "Pending", None, "ImagePullBackOff", "Back-off pulling image", stuck=True)
+
+
 def ops_summary(ops: list[dict[str, Any]]) -> dict[str, Any]:
     """{path: value} of the patch, after checking it is guarded by the session's id."""
     if not ops:
@@ -109,6 +112,25 @@ CASES: list[tuple[str, dict[str, Any], list[PodView], bool | None, dict[str, Any
         },
     ),
     ("pod not in the index yet", cr(pod_created=True), [], True, {}),
+    (
+        "pod deleted gracefully (it wrote INACTIVE)",
+        cr(pod_created=True, state="ENDPOINT_INACTIVE"),
+        [],
+        False,
+        {"/status/session": "remove"},
+    ),
+    (
+        "pod can't start",
+        cr(pod_created=True),
+        [STUCK_POD],
+        None,
+        {
+            "delete": [POD],
+            "/status/session": "remove",
+            "/status/state/status": "ENDPOINT_ERROR",
+            "/status/state/error": f"media pod {POD} can't start (ImagePullBackOff, Back-off pulling image)",
+        },
+    ),
     (
         "spec changed (UpdateIngress)",
         cr(pod_created=True, state="ENDPOINT_PUBLISHING", generation=4),
