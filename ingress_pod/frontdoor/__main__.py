@@ -37,9 +37,7 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     server.close()
-    for task in list(rtmp.connections):
-        task.cancel()
-    await asyncio.gather(*rtmp.connections, return_exceptions=True)
+    await rtmp.close_connections()
     await runner.cleanup()
     await store.stop()
     await client.close()

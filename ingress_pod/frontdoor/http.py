@@ -40,10 +40,8 @@ async def session_source(request: web.Request) -> web.StreamResponse:
         while (chunk := await session.next_chunk()) is not None:
             await resp.write(chunk)
             BYTES_OUT.inc(len(chunk))
-        if session.overflowed:  # no clean end: the pod must not take it for the encoder's
-            if request.transport is not None:
-                request.transport.abort()
-            return resp
+        if session.overflowed:  # the pod would take the end for the encoder's: say why here
+            registry.fail(session, session.end_reason)
         await resp.write_eof()
     except (ConnectionError, RuntimeError):  # aiohttp raises RuntimeError on a closed transport
         pass

@@ -78,15 +78,23 @@ class RTMPServer:
 
     def __init__(self, registry: Sessions) -> None:
         self.registry = registry
-        self.connections: set[asyncio.Task[Any]] = set()
+        self.connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         return await asyncio.start_server(self._serve, host, port)
 
+    async def close_connections(self, within: float = 5.0) -> None:
+        """Drop every encoder (their sessions end as the connections do). Closing the sockets
+        rather than cancelling the tasks lets each session end the way a disconnect does."""
+        for writer in self.connections.values():
+            writer.close()
+        if self.connections:
+            await asyncio.wait(list(self.connections), timeout=within)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self.connections.add(task)
+        self.connections[task] = writer
         conn = SessionManager(reader=reader, writer=writer)
         peer = conn.peername
         session: LiveSession | None = None
@@ -137,7 +145,7 @@ class RTMPServer:
             if watcher is not None:
                 watcher.cancel()
             writer.close()
-            self.connections.discard(task)
+            self.connections.pop(task, None)
 
     async def _connect(self, conn: SessionManager, message: NCConnect) -> None:
         conn.write_chunk_to_stream(WindowAcknowledgementSize(ack_window_size=5_000_000))

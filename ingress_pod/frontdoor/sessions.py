@@ -49,7 +49,7 @@ class LiveSession:
     cache: StartCache = field(default_factory=StartCache)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_reason: str = ""
-    overflowed: bool = False  # the pod fell too far behind: its stream ends without a clean end
+    overflowed: bool = False  # the pod fell too far behind: the session ends with ERROR
     attached: bool = False
     confirmed: bool = False  # written into the CR: from then on the CR says whether it lives
     _queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
@@ -216,16 +216,20 @@ class SessionRegistry:
     def _attach_deadline(self, session: LiveSession) -> None:
         if session.attached:
             return
-        reason = f"no media pod started within {self.attach_timeout:g} s"
-        session.end(reason)
+        # Ended in the CR too, or it would show BUFFERING for ever: the operator then deletes
+        # the pod that never ran.
+        self.fail(session, f"no media pod started within {self.attach_timeout:g} s")
         self._drop(session)
-        task = asyncio.create_task(self._give_up(session, reason))
+
+    def fail(self, session: LiveSession, reason: str) -> None:
+        """End a session with ERROR in its CR: for what only the front door can tell (the pod
+        never came, or fell too far behind; either way the pod sees nothing but an end)."""
+        session.end(reason)
+        task = asyncio.create_task(self._end_in_cr(session, reason))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _give_up(self, session: LiveSession, reason: str) -> None:
-        """End the session in the CR too, or it would show BUFFERING for ever: the operator
-        then deletes the pod that never ran."""
+    async def _end_in_cr(self, session: LiveSession, reason: str) -> None:
         ops = session_end_patch(session.resource_id, IngressStatus.ENDPOINT_ERROR, reason, True)
         try:
             await self.kube.json_patch_status(session.cr_name, ops)

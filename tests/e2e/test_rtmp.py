@@ -363,3 +363,53 @@ async def test_garbage_video_is_an_error_with_a_message(make_ingress: Any) -> No
     failed = await ingress.state_is(S.ENDPOINT_ERROR, within=45)
     assert failed.state.error, failed.state
     await encoder.stop()
+
+
+async def test_a_push_shorter_than_a_pod_start_still_ends_inactive(make_ingress: Any) -> None:
+    ingress = await make_ingress(identity="short")
+    encoder = await push(ingress.push_url, seconds=0.5, size="320x240")
+    code, err = await encoder.wait(within=15)
+    assert code == 0, err
+    done = await ingress.state_is(S.ENDPOINT_INACTIVE, within=30)
+    assert done.state.resource_id.startswith("RT_") and done.state.ended_at > 0
+
+
+async def test_deleting_the_media_pod_ends_the_session_cleanly(
+    make_ingress: Any, kube: Kube, stack_env: dict[str, str]
+) -> None:
+    ingress = await make_ingress(identity="pod-deleted")
+    encoder = await push(ingress.push_url, seconds=60, size="640x360")
+    await ingress.state_is(S.ENDPOINT_PUBLISHING)
+    namespace = stack_env["INGRESS_NAMESPACE"]
+    selector = f"{ID_LABEL}={ingress.info.ingress_id}"
+    (pod,) = (await kube.get(f"/api/v1/namespaces/{namespace}/pods", {"labelSelector": selector}))["items"]
+    await kube.delete(f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")
+    ended = await ingress.state_is(S.ENDPOINT_INACTIVE, within=30)  # SIGTERM: the pod ends it
+    assert ended.state.ended_at > 0 and not ended.state.error
+    code, _ = await encoder.wait(within=30)  # its reader gone, the front door drops the encoder
+    assert code != 0
+
+
+async def test_a_front_door_crash_ends_its_sessions_and_pushes_work_after(
+    make_ingress: Any, stack: Any
+) -> None:
+    ingress = await make_ingress(identity="fd-crash")
+    encoder = await push(ingress.push_url, seconds=60, size="640x360")
+    await ingress.state_is(S.ENDPOINT_PUBLISHING)
+    await stack.akill_component("frontdoor")  # SIGKILL: no clean end for anyone
+    code, _ = await encoder.wait(within=30)
+    assert code != 0
+    await stack.astart_component("frontdoor")
+
+    async def ended() -> lkingress.IngressInfo | None:
+        info = await ingress.get()
+        over = info.state.status in (S.ENDPOINT_INACTIVE, S.ENDPOINT_ERROR) and info.state.ended_at
+        return info if over else None
+
+    # The pod reads a closed connection as the stream's end (INACTIVE); had it not been
+    # running, the new front door would have ended the session (ERROR "front door restarted").
+    await wait_for(ended, "the session to end", 30)
+    again = await push(ingress.push_url, seconds=30, size="640x360")
+    await ingress.state_is(S.ENDPOINT_PUBLISHING)
+    await again.stop()
+    await ingress.state_is(S.ENDPOINT_INACTIVE)
