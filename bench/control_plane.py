@@ -13,14 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
-import sys
-import tempfile
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +26,7 @@ from lightkube.config.kubeconfig import KubeConfig
 from livekit import api
 
 from ingress_operator.kube import LiveKitIngressResource
+from local_stack.stack import running_or_private
 
 warnings.filterwarnings("ignore", message="The HMAC key is")  # the dev secret is short
 
@@ -224,26 +221,6 @@ async def run(env: dict[str, str], levels: list[int], samples: int) -> None:
         print(f"| {name} | {value} |")
 
 
-@contextlib.contextmanager
-def stack_env() -> Iterator[dict[str, str]]:
-    """The running stack's environment, or a private stack started for this run."""
-    if os.environ.get("LIVEKIT_URL"):
-        yield dict(os.environ)
-        return
-    from local_stack.stack import SlotLock, Stack
-
-    with tempfile.TemporaryDirectory(prefix="lki-bench-") as tmp:
-        lock = SlotLock.claim(Path(tmp))
-        stack = Stack(Path(tmp), lock.slot)
-        print("starting a private local stack ...", file=sys.stderr)
-        try:
-            stack.start()
-            yield {**os.environ, **stack.env}
-        finally:
-            stack.stop()
-            lock.release()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -252,7 +229,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=100)
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
-    with stack_env() as env:
+    with running_or_private() as env:
         asyncio.run(run(env, levels, args.samples))
 
 

@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -55,6 +54,7 @@ from livekit import api
 
 from ingress_operator.models import ID_LABEL
 from ingress_operator.sessions import MEDIA_PORT
+from local_stack.stack import running_or_private
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for tests.e2e
 from tests.e2e import media  # shared with the end-to-end tests
@@ -187,32 +187,6 @@ def own_pid_group() -> list[int]:
 
 
 # --- the stack ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def stack_env() -> Iterator[dict[str, str]]:
-    """The running stack's environment, or a private stack started for this run."""
-    if os.environ.get("LIVEKIT_URL"):
-        yield dict(os.environ)
-        return
-    from local_stack.stack import SlotLock, Stack
-
-    with tempfile.TemporaryDirectory(prefix="lki-bench-") as tmp:
-        lock = SlotLock.claim(Path(tmp))
-        stack = Stack(Path(tmp), lock.slot)
-        print("starting a private local stack ...", file=sys.stderr)
-        try:
-            stack.start()
-            yield {**os.environ, **stack.env}
-        except BaseException:
-            # The stack's directory goes with the run: keep its logs (the pods' included).
-            kept = Path(tempfile.mkdtemp(prefix="lki-bench-rtmp-logs-"))
-            shutil.copytree(stack.logs_dir, kept, dirs_exist_ok=True)
-            print(f"the run failed; the stack's logs are in {kept}", file=sys.stderr)
-            raise
-        finally:
-            stack.stop()
-            lock.release()
 
 
 def component_pid(env: dict[str, str], name: str) -> int | None:
@@ -790,7 +764,7 @@ def main() -> None:
     if args.stamp_source:
         stamp_source_main(args.stamp_source, args.stamp_seconds, args.stamp_size)
         return
-    with stack_env() as env:
+    with running_or_private() as env:
         asyncio.run(run(env, args))
 
 

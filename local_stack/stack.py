@@ -34,7 +34,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -971,3 +971,28 @@ class SlotLock:
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
+
+
+@contextlib.contextmanager
+def running_or_private() -> Iterator[dict[str, str]]:
+    """For a benchmark: the environment of the stack it was pointed at (LIVEKIT_URL set, e.g.
+    after `source .stack/env`), else of a private stack started for the run, whose logs are
+    kept when the run fails."""
+    if os.environ.get("LIVEKIT_URL"):
+        yield dict(os.environ)
+        return
+    with tempfile.TemporaryDirectory(prefix="lki-bench-") as tmp:
+        lock = SlotLock.claim(Path(tmp))
+        stack = Stack(Path(tmp), lock.slot)
+        print("starting a private local stack ...", file=sys.stderr)
+        try:
+            stack.start()
+            yield {**os.environ, **stack.env}
+        except BaseException:
+            kept = Path(tempfile.mkdtemp(prefix="lki-bench-logs-"))
+            shutil.copytree(stack.logs_dir, kept, dirs_exist_ok=True)
+            print(f"the run failed; the stack's logs are in {kept}", file=sys.stderr)
+            raise
+        finally:
+            stack.stop()
+            lock.release()

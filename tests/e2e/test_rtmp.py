@@ -66,6 +66,15 @@ class Ingress:
 
         return await wait_for(check, f"state {S.Name(status)}", within)
 
+    async def media_pod(self, kube: Kube) -> dict[str, Any]:
+        """The one media pod of the live session."""
+        selector = f"{ID_LABEL}={self.info.ingress_id}"
+        pods = await kube.get(
+            f"/api/v1/namespaces/{self.env['INGRESS_NAMESPACE']}/pods", {"labelSelector": selector}
+        )
+        (pod,) = pods["items"]
+        return pod
+
     def subscriber(self) -> Subscriber:
         ws = self.env["LIVEKIT_SERVER_URL"].replace("http://", "ws://")
         return Subscriber(
@@ -217,15 +226,12 @@ async def test_delete_during_a_push_stops_it(make_ingress: Any, lkapi: api.LiveK
 
 
 async def test_pod_killed_mid_session_is_an_error_then_a_new_push_works(
-    make_ingress: Any, kube: Kube, stack_env: dict[str, str]
+    make_ingress: Any, kube: Kube
 ) -> None:
     ingress = await make_ingress(identity="killed")
     encoder = await push(ingress.push_url, seconds=60, size="640x360")
     await ingress.state_is(S.ENDPOINT_PUBLISHING)
-    namespace = stack_env["INGRESS_NAMESPACE"]
-    selector = f"{ID_LABEL}={ingress.info.ingress_id}"
-    pods = await kube.get(f"/api/v1/namespaces/{namespace}/pods", {"labelSelector": selector})
-    (pod,) = pods["items"]
+    pod = await ingress.media_pod(kube)
     os.kill(_pod_pid(pod), signal.SIGKILL)
     failed = await ingress.state_is(S.ENDPOINT_ERROR)
     assert "exit code" in failed.state.error and pod["metadata"]["name"] in failed.state.error
@@ -374,16 +380,12 @@ async def test_a_push_shorter_than_a_pod_start_still_ends_inactive(make_ingress:
     assert done.state.resource_id.startswith("RT_") and done.state.ended_at > 0
 
 
-async def test_deleting_the_media_pod_ends_the_session_cleanly(
-    make_ingress: Any, kube: Kube, stack_env: dict[str, str]
-) -> None:
+async def test_deleting_the_media_pod_ends_the_session_cleanly(make_ingress: Any, kube: Kube) -> None:
     ingress = await make_ingress(identity="pod-deleted")
     encoder = await push(ingress.push_url, seconds=60, size="640x360")
     await ingress.state_is(S.ENDPOINT_PUBLISHING)
-    namespace = stack_env["INGRESS_NAMESPACE"]
-    selector = f"{ID_LABEL}={ingress.info.ingress_id}"
-    (pod,) = (await kube.get(f"/api/v1/namespaces/{namespace}/pods", {"labelSelector": selector}))["items"]
-    await kube.delete(f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")
+    pod = await ingress.media_pod(kube)
+    await kube.delete(f"/api/v1/namespaces/{pod['metadata']['namespace']}/pods/{pod['metadata']['name']}")
     ended = await ingress.state_is(S.ENDPOINT_INACTIVE, within=30)  # SIGTERM: the pod ends it
     assert ended.state.ended_at > 0 and not ended.state.error
     code, _ = await encoder.wait(within=30)  # its reader gone, the front door drops the encoder
