@@ -100,11 +100,7 @@ class Kube:
                 raise
 
     async def delete_pod(self, name: str) -> None:
-        try:
-            await self.client.delete(Pod, name)
-        except ApiError as err:
-            if err.status.code != 404:
-                raise
+        await self._delete_if_there(Pod, name)
 
     async def pod_exists(self, name: str) -> bool:
         try:
@@ -155,8 +151,11 @@ class Kube:
         return secret_value(secret.data, key)
 
     async def delete_secret(self, name: str) -> None:
+        await self._delete_if_there(Secret, name)
+
+    async def _delete_if_there(self, resource: type[Pod] | type[Secret], name: str) -> None:
         try:
-            await self.client.delete(Secret, name)
+            await self.client.delete(resource, name)
         except ApiError as err:
             if err.status.code != 404:
                 raise

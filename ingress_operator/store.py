@@ -62,6 +62,7 @@ class Entry:
     info_pb: bytes
     info_json: str
     seniority: tuple[bool, str, str]
+    stream_key: str = ""  # also in info_pb; kept apart so the key index needs no decoding
 
     @property
     def cr(self) -> LiveKitIngress:
@@ -219,8 +220,8 @@ class IngressStore:
         key = secret_value(self.secrets.get(ref[0]), ref[1]) if ref else None
         info = ingress_info(cr, key or "", self.settings.rtmp_base_url, self.settings.whip_base_url)
         old = self.entries.get(info.ingress_id)
-        if old and self.by_stream_key.get(old.info.stream_key) == info.ingress_id:
-            del self.by_stream_key[old.info.stream_key]
+        if old and self.by_stream_key.get(old.stream_key) == info.ingress_id:
+            del self.by_stream_key[old.stream_key]
         if info.stream_key:
             self.by_stream_key[info.stream_key] = info.ingress_id
         self.entries[info.ingress_id] = Entry(
@@ -234,13 +235,14 @@ class IngressStore:
             info_pb=info.SerializeToString(),
             info_json=json.dumps(to_json(info), separators=(",", ":")),
             seniority=rank,
+            stream_key=info.stream_key,
         )
         self._changed(info.ingress_id)
 
     def _remove(self, ingress_id: str) -> None:
         entry = self.entries.pop(ingress_id, None)
-        if entry and self.by_stream_key.get(entry.info.stream_key) == ingress_id:
-            del self.by_stream_key[entry.info.stream_key]
+        if entry and self.by_stream_key.get(entry.stream_key) == ingress_id:
+            del self.by_stream_key[entry.stream_key]
         self._changed(ingress_id)
 
     def _changed(self, ingress_id: str) -> None:

@@ -84,8 +84,8 @@ class StartCache:
     since_keyframe: list[tuple[int, bytes]] = field(default_factory=list)  # (timestamp, tag)
     seen_video: bool = False
 
-    def add(self, kind: int, timestamp_ms: int, body: bytes) -> bytes:
-        """Remember the tag as needed and return it framed."""
+    def add(self, kind: int, timestamp_ms: int, body: bytes) -> None:
+        """Remember the tag, framed, if a new reader will need it."""
         framed = tag(kind, timestamp_ms, body)
         if kind == SCRIPT:
             self.metadata = framed
@@ -105,7 +105,6 @@ class StartCache:
                 horizon = timestamp_ms - AUDIO_ONLY_BACKLOG_MS
                 while self.since_keyframe and self.since_keyframe[0][0] < horizon:
                     self.since_keyframe.pop(0)
-        return framed
 
     def snapshot(self) -> bytes:
         """The FLV file header and the cached tags, ready for a new reader."""

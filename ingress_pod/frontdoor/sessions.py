@@ -188,15 +188,7 @@ class SessionRegistry:
             if not current.source.startswith(self.source_base_url + "/"):
                 continue
             live = (entry.cr.status.state or IngressState()).status in LIVE
-            ops = session_end_patch(
-                current.resource_id, IngressStatus.ENDPOINT_ERROR, "front door restarted", live
-            )
-            try:
-                await self.kube.json_patch_status(entry.name, ops)
-            except Exception as err:  # left to the pod's own end (it loses its input)
-                log.warning(
-                    "could not end a stale session", extra={"ingress_id": entry.ingress_id, "error": str(err)}
-                )
+            await self._end_in_cr(entry.name, current.resource_id, "front door restarted", live)
 
     def close(self, session: LiveSession, reason: str) -> None:
         """The encoder is gone: end the session; one no pod read yet stays readable until the
@@ -225,16 +217,19 @@ class SessionRegistry:
         """End a session with ERROR in its CR: for what only the front door can tell (the pod
         never came, or fell too far behind; either way the pod sees nothing but an end)."""
         session.end(reason)
-        task = asyncio.create_task(self._end_in_cr(session, reason))
+        task = asyncio.create_task(self._end_in_cr(session.cr_name, session.resource_id, reason, True))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _end_in_cr(self, session: LiveSession, reason: str) -> None:
-        ops = session_end_patch(session.resource_id, IngressStatus.ENDPOINT_ERROR, reason, True)
+    async def _end_in_cr(self, cr_name: str, resource_id: str, reason: str, write_state: bool) -> None:
+        """Remove a session from its CR, with state ERROR `reason` if `write_state`; an API
+        failure leaves it to the pod's own end."""
+        ops = session_end_patch(resource_id, IngressStatus.ENDPOINT_ERROR, reason, write_state)
         try:
-            await self.kube.json_patch_status(session.cr_name, ops)
+            await self.kube.json_patch_status(cr_name, ops)
         except Exception as err:  # the CR is gone, or the API server: nothing left to end
-            log.warning("could not end the session in the CR", extra={**session.log_extra, "error": str(err)})
+            extra = {"cr_name": cr_name, "resource_id": resource_id, "error": str(err)}
+            log.warning("could not end the session in the CR", extra=extra)
 
     def _ingress_changed(self, ingress_id: str) -> None:
         """The CR changed: end our session if the operator ended it or the ingress is gone."""
@@ -242,12 +237,7 @@ class SessionRegistry:
         if session is None or not session.confirmed:
             return
         entry = self.store.entries.get(ingress_id)
-        if entry is None:
-            session.end("ingress deleted")
-            del self.by_ingress[ingress_id]
-            return
-        current = entry.cr.status.session
+        current = entry.cr.status.session if entry else None
         if current is None or current.resource_id != session.resource_id:
-            session.end("session ended by the operator")
-            if self.by_ingress.get(ingress_id) is session:
-                del self.by_ingress[ingress_id]
+            session.end("session ended by the operator" if entry else "ingress deleted")
+            self._drop(session)
