@@ -43,6 +43,11 @@ SPEC_RULES: list[dict[str, str]] = [
         "fieldPath": ".enabled",
     },
     {
+        # A transition rule (only checked on update): UpdateIngress refuses the same.
+        "rule": "oldSelf.inputType != 'URL' || self == oldSelf",
+        "message": "a URL ingress is not reusable and can't be modified: delete it and create a new one",
+    },
+    {
         "rule": "self.inputType != 'URL' || !has(self.streamKeySecretRef)",
         "message": "streamKeySecretRef is for RTMP and WHIP input only",
         "fieldPath": ".streamKeySecretRef",

@@ -136,9 +136,7 @@ async def converge(op: Operator, body: Obj, force: bool = False) -> None:
     failure, try again later."""
     name = body["metadata"]["name"]
     try:
-        pods = list(op.media_pods.get(name, []))
-        if pods or (body.get("status") or {}).get("session"):
-            await sessions.converge(op.kube, op.config, body, pods)
+        await sessions.converge(op.kube, op.config, body, list(op.media_pods.get(name, [])))
         if body["metadata"].get("deletionTimestamp"):
             await finish_deletion(op.kube, body)
             return

@@ -560,6 +560,19 @@ def session_guard(resource_id: str | None) -> dict[str, Any]:
     return {"op": "test", "path": "/status/session/resourceId", "value": resource_id}
 
 
+def session_start_patch(session: Session, guard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Start `session`: status.session and state BUFFERING, if `guard` (a JSON-patch test of
+    what the writer checked before deciding to start) still holds."""
+    when, rid = now(), session.resource_id
+    buffering = IngressStatus.ENDPOINT_BUFFERING
+    state = IngressState(status=buffering, started_at=when, updated_at=when, resource_id=rid)
+    return [
+        guard,
+        {"op": "add", "path": "/status/session", "value": session.to_cr()},
+        {"op": "add", "path": "/status/state", "value": state.to_cr()},
+    ]
+
+
 def session_end_patch(
     resource_id: str | None, to: IngressStatus, error: str | None, write_state: bool
 ) -> list[dict[str, Any]]:

@@ -1,8 +1,9 @@
 """Sessions and their media pods, as the operator runs them.
 
 A session is `status.session` of a LiveKitIngress: the front door writes it when an encoder
-publishes (RTMP, WHIP). The operator answers with one media pod per session and ends the
-session by removing it from the status again:
+publishes (RTMP, WHIP); the operator writes it for a URL ingress once it is ready (one pull
+per URL ingress: it is not reusable). The operator answers with one media pod per session
+and ends the session by removing it from the status again:
 
 - its pod exits 0 → the session is over (the pod wrote INACTIVE or COMPLETE; if it did not,
   INACTIVE is written here);
@@ -23,6 +24,7 @@ from typing import Any
 
 from lightkube import ApiError
 
+from ingress_operator import ids
 from ingress_operator.config import Settings
 from ingress_operator.kube import Kube, Obj
 from ingress_operator.models import (
@@ -31,9 +33,11 @@ from ingress_operator.models import (
     KIND,
     VERSION,
     IngressStatus,
+    InputType,
     Session,
     session_end_patch,
     session_guard,
+    session_start_patch,
 )
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,7 @@ RESOURCE_LABEL = "ingress.lkop.dev/resource-id"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 MEDIA = "media"
 MEDIA_PORT = 8090
+URL_PREFIX = "UR_"  # LiveKit's resource id prefix for URL pulls
 LIVE = (IngressStatus.ENDPOINT_BUFFERING, IngressStatus.ENDPOINT_PUBLISHING)
 # A container waiting for one of these will not start without someone changing something.
 STUCK = {
@@ -121,6 +126,13 @@ def plan(body: Obj, pods: list[PodView], settings: Settings, pod_exists: bool | 
     rid = session.resource_id if session else None
     out.delete = [p.name for p in pods if p.resource_id != rid]
     if session is None:
+        if url_session_due(body):
+            start = Session(
+                resource_id=ids.guid(URL_PREFIX), source=body["spec"]["url"], generation=meta["generation"]
+            )
+            guard = {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
+            out.status_ops = session_start_patch(start, guard)
+            out.note = "URL session started"
         return out
     state = status.get("state") or {}
     ours = state.get("resourceId") == rid
@@ -159,6 +171,22 @@ def plan(body: Obj, pods: list[PodView], settings: Settings, pod_exists: bool | 
         out.status_ops = session_end_patch(rid, IngressStatus.ENDPOINT_ERROR, error, live)
         out.note = "media pod deleted"
     return out
+
+
+def url_session_due(body: Obj) -> bool:
+    """Whether a URL ingress should start pulling: it is ready and has never had a session
+    (it is not reusable: one pull, ending COMPLETE or ERROR, then it stays as it is)."""
+    meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
+    ready: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    return (
+        spec.get("inputType") == InputType.URL
+        and not meta.get("deletionTimestamp")
+        and bool(status.get("ingressId"))
+        and status.get("ingressId") == (meta.get("labels") or {}).get(ID_LABEL)
+        and ready.get("status") == "True"
+        and ready.get("observedGeneration") == meta.get("generation")
+        and not (status.get("state") or {}).get("resourceId")
+    )
 
 
 def media_pod(body: Obj, session: Session, name: str, settings: Settings) -> Obj:

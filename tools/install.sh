@@ -33,6 +33,7 @@ apt_packages() {
   local missing=()
   command -v etcd >/dev/null || missing+=(etcd-server)
   command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+  command -v srt-live-transmit >/dev/null || missing+=(srt-tools)  # the media pod's SRT input
   command -v openssl >/dev/null || missing+=(openssl)
   command -v ss >/dev/null || missing+=(iproute2)
   if [ ${#missing[@]} -gt 0 ]; then

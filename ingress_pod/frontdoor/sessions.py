@@ -14,10 +14,18 @@ import asyncio
 import logging
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 from ingress_operator import ids
 from ingress_operator.kube import Kube
-from ingress_operator.models import IngressState, IngressStatus, InputType, Session, now, session_end_patch
+from ingress_operator.models import (
+    IngressState,
+    IngressStatus,
+    InputType,
+    Session,
+    session_end_patch,
+    session_start_patch,
+)
 from ingress_operator.store import IngressStore
 from ingress_pod.frontdoor import flv
 from ingress_pod.frontdoor.flv import StartCache
@@ -155,23 +163,15 @@ class SessionRegistry:
         log.info("session started", extra=session.log_extra)
         return session
 
-    def _start_patch(self, session: LiveSession, generation: int) -> list[dict[str, object]]:
+    def _start_patch(self, session: LiveSession, generation: int) -> list[dict[str, Any]]:
         """status.session and state BUFFERING, if the spec is still the one checked."""
-        when = now()
         rid = session.resource_id
         doc = Session(
             resource_id=rid,
             source=f"{self.source_base_url}/sessions/{rid}/{session.token}",
             generation=generation,
         )
-        state = IngressState(
-            status=IngressStatus.ENDPOINT_BUFFERING, started_at=when, updated_at=when, resource_id=rid
-        )
-        return [
-            {"op": "test", "path": "/metadata/generation", "value": generation},
-            {"op": "add", "path": "/status/session", "value": doc.to_cr()},
-            {"op": "add", "path": "/status/state", "value": state.to_cr()},
-        ]
+        return session_start_patch(doc, {"op": "test", "path": "/metadata/generation", "value": generation})
 
     def reader(self, resource_id: str, token: str) -> LiveSession | None:
         """The session a pod asks for, if the token is right."""

@@ -440,3 +440,11 @@ async def test_a_copied_id_label_does_not_steal_the_ingress(kubectl: Kubectl, lk
 
     await eventually(copy_took_over, within=60)
     kubectl.run("delete", "lki", "copy", "--wait=true", "--timeout=30s")
+
+
+@pytest.mark.parametrize(
+    "example", sorted((Path(__file__).parents[2] / "examples").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_example_manifest_is_accepted_by_the_api_server(kubectl: Kubectl, example: Path) -> None:
+    applied = kubectl.run("apply", "--dry-run=server", "-f", str(example), check=False)
+    assert applied.returncode == 0, applied.stderr

@@ -209,3 +209,72 @@ def test_media_pod_manifest() -> None:
 def test_pod_name_fits_a_label(cr_name: str, expected: str) -> None:
     name = pod_name(cr_name, RID)
     assert name == expected and len(name) <= 63
+
+
+def url_cr(
+    ready: str = "True",
+    ready_generation: int = 1,
+    state: dict[str, Any] | None = None,
+    session: bool = False,
+    deleting: bool = False,
+    input_type: str = "URL",
+    ingress_id: str = "IN_x",
+) -> dict[str, Any]:
+    """A URL ingress as the operator sees it after its first reconcile."""
+    meta: dict[str, Any] = {
+        "name": "pull",
+        "uid": "u-2",
+        "generation": 1,
+        "resourceVersion": "41",
+        "labels": {ID_LABEL: "IN_x"},
+    }
+    if deleting:
+        meta["deletionTimestamp"] = "2026-12-01T00:00:00Z"
+    status: dict[str, Any] = {
+        "ingressId": ingress_id,
+        "state": state or {"status": "ENDPOINT_INACTIVE"},
+        "conditions": [{"type": "Ready", "status": ready, "observedGeneration": ready_generation}],
+    }
+    if session:
+        status["session"] = {"resourceId": "UR_abcdefghijkl", "source": "http://h/a.mp4", "generation": 1}
+    spec = {"inputType": input_type, "url": "http://h/a.mp4", "roomName": "r", "participantIdentity": "p"}
+    return {"metadata": meta, "spec": spec, "status": status}
+
+
+URL_CASES = [
+    ("ready, never pulled: starts", url_cr(), True),
+    ("not ready", url_cr(ready="False"), False),
+    ("ready for an older generation", url_cr(ready_generation=0), False),
+    ("id not yet in the status", url_cr(ingress_id=""), False),
+    ("being deleted", url_cr(deleting=True), False),
+    ("complete: not reusable", url_cr(state={"status": "ENDPOINT_COMPLETE", "resourceId": "UR_a"}), False),
+    ("failed: not retried", url_cr(state={"status": "ENDPOINT_ERROR", "resourceId": "UR_a"}), False),
+    ("an RTMP ingress waits for its encoder", url_cr(input_type="RTMP"), False),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "starts"), URL_CASES, ids=[c[0] for c in URL_CASES])
+def test_url_session_start(case: str, body: dict[str, Any], starts: bool) -> None:
+    todo = plan(body, [], SETTINGS)
+    assert todo.create is None  # the pod comes once the session is recorded
+    if not starts:
+        assert todo.status_ops == [], case
+        return
+    guard, session, state = todo.status_ops
+    # Only on the version of the CR that was looked at: a stale event can't start a second pull.
+    assert guard == {"op": "test", "path": "/metadata/resourceVersion", "value": "41"}
+    assert session["path"] == "/status/session"
+    assert session["value"]["resourceId"].startswith("UR_")
+    assert session["value"]["source"] == "http://h/a.mp4"
+    assert session["value"]["generation"] == 1
+    assert state["value"]["status"] == "ENDPOINT_BUFFERING"
+    assert state["value"]["resourceId"] == session["value"]["resourceId"]
+
+
+def test_a_recorded_url_session_gets_its_pod() -> None:
+    body = url_cr(session=True, state={"status": "ENDPOINT_BUFFERING", "resourceId": "UR_abcdefghijkl"})
+    todo = plan(body, [], SETTINGS)
+    assert todo.create is not None
+    env = {e["name"]: e.get("value") for e in todo.create["spec"]["containers"][0]["env"]}
+    assert env["SOURCE_URL"] == "http://h/a.mp4"
+    assert env["RESOURCE_ID"] == "UR_abcdefghijkl"
