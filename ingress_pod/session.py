@@ -22,6 +22,7 @@ from ingress_operator import presets
 from ingress_operator.models import IngressSpec, IngressStatus, InputType, LiveKitIngress, TrackInfo
 from ingress_pod import metrics
 from ingress_pod.config import MediaSettings
+from ingress_pod.inputs import codecs
 from ingress_pod.inputs.av_input import AvInput, InputError, InputOptions, no_media
 from ingress_pod.inputs.stats import FrameRateLimiter
 from ingress_pod.publish import JoinError, Participant, Publisher, PublishError, audio_frame, ingress_token
@@ -136,7 +137,7 @@ class Session:
             InputOptions(
                 url=settings.source_url,
                 format=settings.input_format or ("flv" if rtmp else None),
-                h264_only=rtmp,
+                codecs=codecs.RTMP if rtmp else codecs.URL,
                 realtime=spec.input_type is InputType.URL,
                 audio_channels=audio_plan.channels,
                 open_timeout=settings.open_timeout,

@@ -5,17 +5,24 @@ shared between threads). It hands decoded video frames and resampled audio frame
 48 kHz) to the event loop through drop-oldest queues, and reports its outcome (end of input
 or an InputError) once. Failures a user can cause (unreachable source, unsupported codec,
 corrupt data, no media) become InputErrors with a message fit for the ingress status.
+
+This is the one place inputs are opened: FFmpeg reads files, HTTP(S) and HLS itself (with the
+options of `urls`), SRT arrives through `srt.SrtSource`. Real-time inputs (URL ingresses) are
+decoded in time order across streams and paced at their media clock (`stats`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import threading
+import time
 import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import av
 import av.error
@@ -23,16 +30,49 @@ from av.audio.frame import AudioFrame
 from av.audio.stream import AudioStream
 from av.container import InputContainer
 from av.packet import Packet
+from av.stream import Discard, Disposition, Stream
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
 from ingress_pod import metrics
+from ingress_pod.inputs import urls
+from ingress_pod.inputs.codecs import CodecPolicy, Kind, mime_type
+from ingress_pod.inputs.errors import (
+    Corrupt,
+    InputError,
+    NoMedia,
+    Stalled,
+    Unreachable,
+    Unsupported,
+    no_media,
+    stalled,
+)
 from ingress_pod.inputs.handoff import DropOldestQueue
-from ingress_pod.inputs.stats import Pacer, RateWindow
+from ingress_pod.inputs.srt import SrtSource
+from ingress_pod.inputs.stats import Interleaver, Pacer, RateWindow
+
+# The errors are defined in `errors` (the SRT source raises them too) and exported from here,
+# where the session and the tests take them.
+__all__ = [
+    "AudioInfo",
+    "AvInput",
+    "Corrupt",
+    "InputError",
+    "InputInfo",
+    "InputOptions",
+    "NoMedia",
+    "Stalled",
+    "Unreachable",
+    "Unsupported",
+    "VideoInfo",
+    "classify",
+    "no_media",
+    "pick_streams",
+    "redact",
+]
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["video", "audio"]
 T = TypeVar("T")
 
 OUTPUT_SAMPLE_RATE = 48000
@@ -49,24 +89,14 @@ MAX_PACKETS_WITHOUT_FRAME = 90
 # or audio-only FLV for seconds waiting for the other stream; the front door sends both
 # sequence headers first, so one second is plenty.
 _OPEN_OPTIONS = {"analyzeduration": "1000000"}
+# A live sender delivers FFmpeg's frame-rate probe (about 20 frames) in real time: 0.73 s of a
+# 0.9 s SRT open. H.264/HEVC in MPEG-TS carry their rate in the stream (still found without it).
+_LIVE_TS_OPTIONS = {"fpsprobesize": "0"}
+# Seconds allowed for finding out why a connection failed (see urls.diagnose).
+_DIAGNOSE_TIMEOUT = 5.0
 
-# livekit/ingress reports GStreamer caps mapped to WebRTC names (pipeline.go getVideoState /
-# getAudioState); codecs it has no mapping for keep a GStreamer-like name.
-_MIME_TYPES = {
-    "h264": "video/H264",
-    "hevc": "video/H265",
-    "vp8": "video/VP8",
-    "vp9": "video/VP9",
-    "av1": "video/AV1",
-    "aac": "audio/aac",
-    "mp3": "audio/mpeg",
-    "opus": "audio/opus",
-}
-
-
-def mime_type(kind: Kind, codec: str) -> str:
-    """The mime type LiveKit reports in InputVideoState/InputAudioState for an FFmpeg codec."""
-    return _MIME_TYPES.get(codec, f"{kind}/x-{codec}")
+# Streams that are pictures, not a video track: cover art of MP3, M4A and FLAC files.
+_PICTURES = Disposition.attached_pic | Disposition.timed_thumbnails
 
 
 @dataclass(frozen=True)
@@ -104,46 +134,13 @@ class InputInfo:
     audio: AudioInfo | None
 
 
-class InputError(Exception):
-    """An input the session cannot use; the message is what the ingress status shows."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class Unreachable(InputError):
-    """The source could not be opened or its connection was lost."""
-
-
-class Unsupported(InputError):
-    """The input carries a codec this ingress cannot take."""
-
-
-class Corrupt(InputError):
-    """The input is not readable media, or a stream of it does not decode."""
-
-
-class NoMedia(InputError):
-    """No audio or video arrived in time."""
-
-
-class Stalled(InputError):
-    """The input stopped sending data without ending."""
-
-
-def no_media(timeout: float) -> NoMedia:
-    """The error for an input that brought no stream within `timeout` seconds."""
-    return NoMedia(f"no audio or video received within {timeout:g} s")
-
-
 @dataclass(frozen=True)
 class InputOptions:
     """What to read and how."""
 
     url: str
     format: str | None = None
-    h264_only: bool = False  # RTMP input: LiveKit's RTMP ingress takes H.264 video only
+    codecs: CodecPolicy | None = None  # the codecs this input type takes (codecs.RTMP, codecs.URL); None: any
     realtime: bool = False  # pace frames by their timestamps (files); live sources pace themselves
     audio_channels: int = 2  # of the resampled output
     open_timeout: float = 10.0
@@ -154,12 +151,25 @@ def redact(url: str) -> str:
     """`url` without credentials or query (either may hold a secret), for status and logs."""
     try:
         parts = urllib.parse.urlsplit(url)
+        port = parts.port
     except ValueError:
         return "<invalid url>"
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    if port:
+        host = f"{host}:{port}"
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")) if parts.scheme else parts.path
+
+
+# FFmpeg's HTTP errors, as the status names them. It keeps the code of 400, 401, 403 and 404
+# only: other codes arrive as "some 4xx" or "some 5xx".
+_HTTP_STATUS: list[tuple[type[av.error.FFmpegError], str]] = [
+    (av.error.HTTPBadRequestError, "HTTP 400 Bad Request"),
+    (av.error.HTTPUnauthorizedError, "HTTP 401 Unauthorized"),
+    (av.error.HTTPForbiddenError, "HTTP 403 Forbidden"),
+    (av.error.HTTPNotFoundError, "HTTP 404 Not Found"),
+    (av.error.HTTPClientError, "HTTP 4xx client error"),
+    (av.error.HTTPServerError, "HTTP 5xx server error"),
+]
 
 
 def classify(err: av.error.FFmpegError, options: InputOptions, *, opened: bool) -> InputError:
@@ -167,25 +177,47 @@ def classify(err: av.error.FFmpegError, options: InputOptions, *, opened: bool) 
     reason = err.strerror or type(err).__name__
     if isinstance(err, av.error.ExitError | av.error.TimeoutError):
         # PyAV's timeout interrupts the blocking read, which FFmpeg reports as an exit request.
-        if opened:
-            return Stalled(f"input stalled: no data for {options.read_timeout:g} s")
-        return no_media(options.open_timeout)
+        return stalled(options.read_timeout) if opened else no_media(options.open_timeout)
     if isinstance(err, av.error.InvalidDataError | av.error.EOFError):
-        what = f"{options.format.upper()} " if options.format and not opened else ""
-        return Corrupt(f"corrupt input: not a readable {what}stream ({reason})")
+        if opened:
+            return Corrupt(f"corrupt input: not a readable stream ({reason})")
+        if options.format:
+            return Corrupt(f"corrupt input: not a readable {options.format.upper()} stream ({reason})")
+        # Nothing FFmpeg knows: an HTML error page, a JSON answer, an empty body.
+        return Corrupt(f"corrupt input: not a media file ({redact(options.url)})")
     if isinstance(err, av.error.LookupError | av.error.PatchWelcomeError):
         return Unsupported(f"unsupported input: {reason}")
     if isinstance(err, av.error.HTTPError | av.error.HTTPClientError | OSError):
+        reason = next((status for kind, status in _HTTP_STATUS if isinstance(err, kind)), reason)
         if opened:
             return Unreachable(f"input connection lost: {reason}")
         return Unreachable(f"source unreachable: {reason} ({redact(options.url)})")
     return Corrupt(f"could not read input: {reason}")
 
 
-def check_video_codec(codec: str, options: InputOptions) -> None:
-    """Raise Unsupported for a video codec this input type does not take."""
-    if options.h264_only and codec != "h264":
-        raise Unsupported(f"unsupported video codec {codec}: RTMP input must be H.264")
+def pick_streams(container: InputContainer) -> tuple[VideoStream | None, AudioStream | None]:
+    """The video and audio stream to read: the first of each, except in HLS and DASH, where the
+    video of the variant with the highest bandwidth wins, with that variant's own audio."""
+    videos = [s for s in container.streams.video if not s.disposition & _PICTURES]
+    # max() keeps the first of equals: without variants, the first stream.
+    video = max(videos, key=_variant_bitrate, default=None)
+
+    def audio_rank(stream: AudioStream) -> tuple[bool, int]:
+        # An HLS variant's own audio is muxed in its playlist: FFmpeg gives its streams the
+        # playlist's index as id. (Elsewhere ids are track numbers or PIDs: not comparable.)
+        same_variant = video is not None and _variant_bitrate(video) > 0 and stream.id == video.id
+        return same_variant, _variant_bitrate(stream)
+
+    audio = max(container.streams.audio, key=audio_rank, default=None)
+    return video, audio
+
+
+def _variant_bitrate(stream: Stream) -> int:
+    """The bandwidth of the HLS/DASH variant `stream` belongs to; 0 outside variants."""
+    try:
+        return int(stream.metadata.get("variant_bitrate", 0))
+    except ValueError:
+        return 0
 
 
 class _DecodeWatch:
@@ -230,6 +262,7 @@ class AvInput:
         # Media time of the newest decoded audio: the session drops audio already stale against it.
         self.audio_time = 0.0
         self._stop = threading.Event()
+        self._srt: SrtSource | None = None
         self._thread = threading.Thread(target=self._run, name="av-input", daemon=True)
 
     def start(self) -> None:
@@ -237,9 +270,11 @@ class AvInput:
         self._thread.start()
 
     def stop(self) -> None:
-        """Ask the thread to stop after its current packet (a blocked read ends at its timeout;
-        the thread is a daemon, so it never holds the process)."""
+        """Ask the thread to stop after its current packet (a blocked read ends at its timeout,
+        an SRT source at once; the thread is a daemon, so it never holds the process)."""
         self._stop.set()
+        if self._srt is not None:
+            self._srt.stop()
 
     def _run(self) -> None:
         outcome: InputError | None = None
@@ -254,54 +289,109 @@ class AvInput:
 
     def _read(self) -> None:
         opts = self.options
+        if urllib.parse.urlsplit(opts.url).scheme.lower() == "srt":
+            srt = SrtSource(opts.url, opts.open_timeout, opts.read_timeout)
+            self._srt = srt
+            try:
+                if not self._stop.is_set():  # stopped before the source existed: never start it
+                    srt.start()
+                    self._read_from(srt, "mpegts", srt)
+            finally:
+                srt.close()
+        else:
+            self._read_from(opts.url, opts.format, None)
+
+    def _read_from(self, target: str | SrtSource, demuxer: str | None, srt: SrtSource | None) -> None:
+        """Open `target` (a URL, or the SRT source to read as a file) and read it to its end."""
+        opts = self.options
         try:
             container = av.open(
-                opts.url,
-                format=opts.format,
-                options=_OPEN_OPTIONS,
+                target,
+                "r",
+                format=demuxer,
+                options={
+                    **_OPEN_OPTIONS,
+                    **(_LIVE_TS_OPTIONS if srt else {}),
+                    **urls.protocol_options(opts.url),
+                },
                 timeout=(opts.open_timeout, opts.read_timeout),
             )
         except av.error.FFmpegError as err:
-            raise classify(err, opts, opened=False) from None
+            if self._stop.is_set():  # stopped while opening: nothing to report
+                return
+            # The SRT source knows better why its stream ended than FFmpeg's "invalid data".
+            raise (srt and srt.error) or self._open_failed(err) from None
         try:
-            video = container.streams.video[0] if container.streams.video else None
-            audio = container.streams.audio[0] if container.streams.audio else None
+            video, audio = pick_streams(container)
             if video is None and audio is None:
                 # Whatever FFmpeg made of these bytes (random data can pass as FLV data tags), it
                 # is not media this ingress can use.
                 raise Corrupt("corrupt input: no audio or video stream found")
+            # Unread streams are discarded: FFmpeg's HLS demuxer then stops fetching the other
+            # variants' segments.
+            for stream in container.streams:
+                if stream not in (video, audio):
+                    stream.discard = Discard.all
             info = InputInfo(
                 video=_video_info(video) if video else None, audio=_audio_info(audio) if audio else None
             )
+            if opts.codecs is not None:
+                if info.video is not None:
+                    opts.codecs.check("video", info.video.codec)
+                if info.audio is not None:
+                    opts.codecs.check("audio", info.audio.codec)
             if video is not None:
-                check_video_codec(video.codec_context.name, opts)
                 # Frame threading holds one frame per thread (latency) and cost 0.118 against
                 # 0.105 CPU-s/s single-threaded at 1080p30; slices cost neither.
                 video.thread_type = "SLICE"
             _settle(self._loop, self.opened, info)
             self._demux(container, video, audio)
+            if srt is not None and srt.error is not None:
+                raise srt.error
         except av.error.FFmpegError as err:
-            raise classify(err, opts, opened=True) from None
+            raise (srt and srt.error) or classify(err, opts, opened=True) from None
         finally:
             container.close()
+
+    def _open_failed(self, err: av.error.FFmpegError) -> InputError:
+        opts = self.options
+        # FFmpeg says "Input/output error" for an unknown host and for TLS failures alike.
+        if (
+            isinstance(err, av.error.OSError)
+            and err.errno == errno.EIO
+            and (reason := urls.diagnose(opts.url, min(opts.open_timeout, _DIAGNOSE_TIMEOUT)))
+        ):
+            return Unreachable(f"source unreachable: {reason} ({redact(opts.url)})")
+        return classify(err, opts, opened=False)
 
     def _demux(self, container: InputContainer, video: VideoStream | None, audio: AudioStream | None) -> None:
         opts = self.options
         watches: dict[int, _DecodeWatch] = {}
         if video is not None:
-            watches[video.index] = _DecodeWatch("video", video.codec_context.name)
+            watches[video.index] = _DecodeWatch("video", _codec(video))
         if audio is not None:
-            watches[audio.index] = _DecodeWatch("audio", audio.codec_context.name)
+            watches[audio.index] = _DecodeWatch("audio", _codec(audio))
         resampler = av.AudioResampler(
             format="s16", layout="stereo" if opts.audio_channels == 2 else "mono", rate=OUTPUT_SAMPLE_RATE
         )
         pacer = Pacer() if opts.realtime else None
         decoded = {kind: metrics.FRAMES_DECODED.labels(kind) for kind in ("video", "audio")}
         late = {kind: metrics.FRAMES_DROPPED.labels(kind, "late") for kind in ("video", "audio")}
-        for packet in container.demux([s for s in (video, audio) if s]):
+
+        def kind_of_stream(stream: Stream) -> Kind:
+            return "video" if video is not None and stream.index == video.index else "audio"
+
+        def kind_of(packet: Packet[Any]) -> Kind:
+            return kind_of_stream(packet.stream)
+
+        streams = [s for s in (video, audio) if s]
+        packets = _timed(container.demux(streams), opts.read_timeout)
+        if pacer is not None:
+            packets = _interleaved(packets, [kind_of_stream(s) for s in streams], kind_of)
+        for packet in packets:
             if self._stop.is_set():
                 return
-            kind: Kind = "video" if video is not None and packet.stream.index == video.index else "audio"
+            kind = kind_of(packet)
             if packet.dts is not None and packet.time_base is not None:
                 rates = self.video_rates if kind == "video" else self.audio_rates
                 rates.add(float(packet.dts * packet.time_base), packet.size)
@@ -311,7 +401,7 @@ class AvInput:
             if packet.size or frames:
                 watch.produced(len(frames))
             for frame in frames:
-                wait = pacer.delay(frame.time) if pacer and frame.time is not None else 0.0
+                wait = pacer.delay(frame.time, kind) if pacer and frame.time is not None else 0.0
                 if wait and self._stop.wait(wait):
                     return
                 decoded[kind].inc()
@@ -329,6 +419,32 @@ class AvInput:
         for watch in watches.values():
             if watch.without_frame and not watch.ever_decoded:
                 raise watch.corrupt()
+
+
+def _timed(packets: Iterator[Packet[Any]], read_timeout: float) -> Iterator[Packet[Any]]:
+    """`packets`, raising Stalled when one took `read_timeout` to come: PyAV's read timeout
+    fired. Most demuxers then fail (ExitError), but HLS takes it for the end of a live playlist
+    that stopped updating and ends the input as if it were complete."""
+    while True:
+        started = time.monotonic()
+        packet = next(packets, None)
+        if time.monotonic() - started >= read_timeout:
+            raise stalled(read_timeout)
+        if packet is None:
+            return
+        yield packet
+
+
+def _interleaved(
+    packets: Iterator[Packet[Any]], kinds: list[Kind], kind_of: Callable[[Packet[Any]], Kind]
+) -> Iterator[Packet[Any]]:
+    """`packets` (of the streams `kinds`) in time order across the streams (see
+    stats.Interleaver): a paced input is decoded and released in that order."""
+    interleaver: Interleaver[Packet[Any]] = Interleaver(kinds)
+    for packet in packets:
+        dts = float(packet.dts * packet.time_base) if packet.dts is not None and packet.time_base else None
+        yield from interleaver.put(packet, kind_of(packet), dts)
+    yield from interleaver.flush()
 
 
 def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future[T], value: T) -> None:
@@ -350,14 +466,20 @@ def _decode(packet: Packet[Any], watch: _DecodeWatch) -> list[VideoFrame | Audio
         return []
 
 
+def _codec(stream: VideoStream | AudioStream) -> str:
+    """The stream's codec by FFmpeg's canonical name ("av1", "mp3"), not its decoder's
+    ("libdav1d", "mp3float")."""
+    return str(stream.codec_context.codec.canonical_name)
+
+
 def _video_info(stream: VideoStream) -> VideoInfo:
     ctx = stream.codec_context
     rate = stream.average_rate or stream.guessed_rate
     return VideoInfo(
-        codec=ctx.name, width=ctx.width, height=ctx.height, framerate=float(rate) if rate else 0.0
+        codec=_codec(stream), width=ctx.width, height=ctx.height, framerate=float(rate) if rate else 0.0
     )
 
 
 def _audio_info(stream: AudioStream) -> AudioInfo:
     ctx = stream.codec_context
-    return AudioInfo(codec=ctx.name, channels=ctx.channels, sample_rate=ctx.sample_rate)
+    return AudioInfo(codec=_codec(stream), channels=ctx.channels, sample_rate=ctx.sample_rate)

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from livekit import api
+from livekit.protocol import ingress as lkingress
 
 from local_stack import tools
 from local_stack.node.kube import JSON, Kube
+from tests.e2e import media
+from tests.e2e.media import Subscriber
 
 T = TypeVar("T")
 
@@ -130,6 +135,110 @@ def lki(name: str, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": spec,
     }
+
+
+# --- ingresses made through the API, cleaned up after each test ------------------------------
+
+S = lkingress.IngressState.Status
+MEDIA_PODS = "app.kubernetes.io/component=media"
+ID_LABEL = "ingress.lkop.dev/id"
+
+
+@pytest.fixture(autouse=True)
+async def no_push_outlives_its_test() -> AsyncIterator[None]:
+    yield
+    while media.RUNNING:
+        await media.RUNNING.pop().stop()
+
+
+@pytest.fixture
+async def room() -> str:
+    return f"room-{uuid.uuid4().hex[:8]}"
+
+
+class Ingress:
+    """One ingress made through the API, with what a test needs to drive it."""
+
+    def __init__(self, lk: api.LiveKitAPI, info: lkingress.IngressInfo, env: dict[str, str]) -> None:
+        self.lk, self.info, self.env = lk, info, env
+
+    @property
+    def push_url(self) -> str:
+        return f"{self.info.url}/{self.info.stream_key}"
+
+    async def get(self) -> lkingress.IngressInfo:
+        listing = await self.lk.ingress.list_ingress(api.ListIngressRequest(ingress_id=self.info.ingress_id))
+        return listing.items[0]
+
+    async def state_is(self, status: int, within: float = 60) -> lkingress.IngressInfo:
+        async def check() -> lkingress.IngressInfo | None:
+            info = await self.get()
+            return info if info.state.status == status else None
+
+        return await wait_for(check, f"state {S.Name(status)}", within)
+
+    async def media_pod(self, kube: Kube) -> dict[str, Any]:
+        """The one media pod of the live session."""
+        (pod,) = await media_pods_of(kube, self.env, self.info.ingress_id)
+        return pod
+
+    def subscriber(self) -> Subscriber:
+        return subscriber(self.env, self.info.room_name)
+
+
+def subscriber(env: dict[str, str], room: str) -> Subscriber:
+    """A subscriber in `room` of the stack's livekit-server."""
+    ws = env["LIVEKIT_SERVER_URL"].replace("http://", "ws://")
+    return Subscriber(ws, env["LIVEKIT_API_KEY"], env["LIVEKIT_API_SECRET"], room)
+
+
+async def media_pods_of(kube: Kube, env: dict[str, str], ingress_id: str) -> list[dict[str, Any]]:
+    """The media pods of one ingress."""
+    path = f"/api/v1/namespaces/{env['INGRESS_NAMESPACE']}/pods"
+    pods = await kube.get(path, {"labelSelector": f"{MEDIA_PODS},{ID_LABEL}={ingress_id}"})
+    items: list[dict[str, Any]] = pods["items"]
+    return items
+
+
+@pytest.fixture
+async def make_ingress(
+    lkapi: api.LiveKitAPI, stack_env: dict[str, str], room: str, kube: Kube
+) -> AsyncIterator[Any]:
+    made: list[Ingress] = []
+
+    async def make(**kwargs: Any) -> Ingress:
+        req = api.CreateIngressRequest(
+            input_type=kwargs.pop("input_type", api.IngressInput.RTMP_INPUT),
+            name=kwargs.pop("name", "e2e"),
+            room_name=room,
+            participant_identity=kwargs.pop("identity", "encoder"),
+            participant_name="The Encoder",
+            **kwargs,
+        )
+        info = await lkapi.ingress.create_ingress(req)
+        ingress = Ingress(lkapi, info, stack_env)
+        made.append(ingress)
+        return ingress
+
+    yield make
+    for ingress in made:
+        with contextlib.suppress(api.TwirpError):
+            await lkapi.ingress.delete_ingress(api.DeleteIngressRequest(ingress_id=ingress.info.ingress_id))
+    namespace = stack_env["INGRESS_NAMESPACE"]
+    ids = {i.info.ingress_id for i in made}
+
+    async def no_pods_left() -> bool:
+        pods = await kube.get(f"/api/v1/namespaces/{namespace}/pods", {"labelSelector": MEDIA_PODS})
+        mine = [p for p in pods["items"] if p["metadata"]["labels"].get("ingress.lkop.dev/id") in ids]
+        return not mine
+
+    await wait_for(no_pods_left, "the media pods to be gone", 60)
+
+    async def no_secrets_left() -> bool:
+        secrets = await kube.get(f"/api/v1/namespaces/{namespace}/secrets")
+        return not [s for s in secrets["items"] if s["metadata"].get("labels", {}).get(ID_LABEL) in ids]
+
+    await wait_for(no_secrets_left, "the stream key Secrets to be gone", 30)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import av
 import numpy as np
@@ -130,6 +130,23 @@ class Received:
     video_publication: rtc.RemoteTrackPublication | None = None
 
 
+@dataclass
+class Watched:
+    """What a subscriber decoded of one participant from its arrival to its leaving."""
+
+    video: list[tuple[float, int, int]] = field(default_factory=list)  # (arrival, width, height)
+    audio: list[tuple[float, int, int]] = field(default_factory=list)  # (arrival, rate, channels)
+
+    @property
+    def sizes(self) -> set[tuple[int, int]]:
+        return {(w, h) for _, w, h in self.video}
+
+    @staticmethod
+    def span(frames: list[tuple[float, int, int]]) -> float:
+        """Seconds from the first frame to the last."""
+        return frames[-1][0] - frames[0][0] if frames else 0.0
+
+
 @dataclass(frozen=True)
 class InboundVideo:
     """A subscriber's receive counters for one video stream (from WebRTC's inbound-rtp stats)."""
@@ -155,6 +172,9 @@ class Subscriber:
         self.room = rtc.Room()
         self.tracks: asyncio.Queue[tuple[rtc.Track, rtc.RemoteTrackPublication, str]] = asyncio.Queue()
         self._streams: list[rtc.VideoStream | rtc.AudioStream] = []
+
+        self.left: asyncio.Queue[str] = asyncio.Queue()
+        self.room.on("participant_disconnected", lambda who: self.left.put_nowait(who.identity))
 
         @self.room.on("track_subscribed")
         def _subscribed(
@@ -220,6 +240,32 @@ class Subscriber:
                 got.audio_track = track
         return got
 
+    async def watch(
+        self, identity: str, kinds: tuple[str, ...] = ("video", "audio"), within: float = 60
+    ) -> Watched:
+        """Decode `identity`'s tracks (the highest video layer) from their arrival until it
+        leaves the room, noting when each frame arrived."""
+        deadline = time.monotonic() + within
+        got = await self.tracks_of(identity, within, kinds)
+        out = Watched()
+        jobs = []
+        if got.video_track is not None:
+            stream = self.video_stream(got.video_track)
+            jobs.append(_record(stream, out.video, lambda f: (f.width, f.height)))
+        if got.audio_track is not None:
+            audio = rtc.AudioStream(got.audio_track, sample_rate=48000, num_channels=2)
+            self._streams.append(audio)
+            jobs.append(_record(audio, out.audio, lambda f: (f.sample_rate, f.num_channels)))
+        tasks = [asyncio.create_task(job) for job in jobs]
+        try:
+            while await asyncio.wait_for(self.left.get(), deadline - time.monotonic()) != identity:
+                pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return out
+
     def video_stream(self, track: rtc.RemoteVideoTrack) -> rtc.VideoStream:
         """An I420 stream of the track's frames, closed with the subscriber."""
         stream = rtc.VideoStream(track, format=rtc.VideoBufferType.I420)
@@ -267,6 +313,15 @@ class Subscriber:
         self._streams.append(stream)
         async for event in _take(stream, frames):
             got.audio_rates.append((event.frame.sample_rate, event.frame.num_channels))
+
+
+async def _record(
+    stream: rtc.VideoStream | rtc.AudioStream,
+    into: list[tuple[float, int, int]],
+    what: Callable[[Any], tuple[int, int]],
+) -> None:
+    async for event in stream:
+        into.append((time.monotonic(), *what(event.frame)))
 
 
 async def _take(stream: AsyncIterator[T], n: int) -> AsyncIterator[T]:

@@ -8,8 +8,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,109 +16,14 @@ from livekit.protocol import ingress as lkingress
 from livekit.protocol import models as lkmodels
 
 from local_stack.node.kube import Kube
-from tests.e2e import media
-from tests.e2e.conftest import Kubectl, wait_for
-from tests.e2e.media import Subscriber, push
+from tests.e2e.conftest import ID_LABEL, Kubectl, S, wait_for
+from tests.e2e.media import push
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(240),
     pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning"),
 ]
-
-S = lkingress.IngressState.Status
-MEDIA_PODS = "app.kubernetes.io/component=media"
-ID_LABEL = "ingress.lkop.dev/id"
-
-
-@pytest.fixture(autouse=True)
-async def no_push_outlives_its_test() -> AsyncIterator[None]:
-    yield
-    while media.RUNNING:
-        await media.RUNNING.pop().stop()
-
-
-@pytest.fixture
-async def room() -> str:
-    return f"rtmp-{uuid.uuid4().hex[:8]}"
-
-
-class Ingress:
-    """One RTMP ingress made through the API, with what a test needs to drive it."""
-
-    def __init__(self, lk: api.LiveKitAPI, info: lkingress.IngressInfo, env: dict[str, str]) -> None:
-        self.lk, self.info, self.env = lk, info, env
-
-    @property
-    def push_url(self) -> str:
-        return f"{self.info.url}/{self.info.stream_key}"
-
-    async def get(self) -> lkingress.IngressInfo:
-        listing = await self.lk.ingress.list_ingress(api.ListIngressRequest(ingress_id=self.info.ingress_id))
-        return listing.items[0]
-
-    async def state_is(self, status: int, within: float = 60) -> lkingress.IngressInfo:
-        async def check() -> lkingress.IngressInfo | None:
-            info = await self.get()
-            return info if info.state.status == status else None
-
-        return await wait_for(check, f"state {S.Name(status)}", within)
-
-    async def media_pod(self, kube: Kube) -> dict[str, Any]:
-        """The one media pod of the live session."""
-        selector = f"{ID_LABEL}={self.info.ingress_id}"
-        pods = await kube.get(
-            f"/api/v1/namespaces/{self.env['INGRESS_NAMESPACE']}/pods", {"labelSelector": selector}
-        )
-        (pod,) = pods["items"]
-        return pod
-
-    def subscriber(self) -> Subscriber:
-        ws = self.env["LIVEKIT_SERVER_URL"].replace("http://", "ws://")
-        return Subscriber(
-            ws, self.env["LIVEKIT_API_KEY"], self.env["LIVEKIT_API_SECRET"], self.info.room_name
-        )
-
-
-@pytest.fixture
-async def make_ingress(
-    lkapi: api.LiveKitAPI, stack_env: dict[str, str], room: str, kube: Kube
-) -> AsyncIterator[Any]:
-    made: list[Ingress] = []
-
-    async def make(**kwargs: Any) -> Ingress:
-        req = api.CreateIngressRequest(
-            input_type=api.IngressInput.RTMP_INPUT,
-            name="e2e-rtmp",
-            room_name=room,
-            participant_identity=kwargs.pop("identity", "encoder"),
-            participant_name="The Encoder",
-            **kwargs,
-        )
-        info = await lkapi.ingress.create_ingress(req)
-        ingress = Ingress(lkapi, info, stack_env)
-        made.append(ingress)
-        return ingress
-
-    yield make
-    for ingress in made:
-        with contextlib.suppress(api.TwirpError):
-            await lkapi.ingress.delete_ingress(api.DeleteIngressRequest(ingress_id=ingress.info.ingress_id))
-    namespace = stack_env["INGRESS_NAMESPACE"]
-    ids = {i.info.ingress_id for i in made}
-
-    async def no_pods_left() -> bool:
-        pods = await kube.get(f"/api/v1/namespaces/{namespace}/pods", {"labelSelector": MEDIA_PODS})
-        mine = [p for p in pods["items"] if p["metadata"]["labels"].get("ingress.lkop.dev/id") in ids]
-        return not mine
-
-    await wait_for(no_pods_left, "the media pods to be gone", 60)
-
-    async def no_secrets_left() -> bool:
-        secrets = await kube.get(f"/api/v1/namespaces/{namespace}/secrets")
-        return not [s for s in secrets["items"] if s["metadata"].get("labels", {}).get(ID_LABEL) in ids]
-
-    await wait_for(no_secrets_left, "the stream key Secrets to be gone", 30)
 
 
 async def test_push_1080p_reaches_the_room_as_720p_with_three_layers_then_inactive(

@@ -20,6 +20,7 @@ import pytest
 from av.audio.frame import AudioFrame
 from av.video.frame import VideoFrame
 
+from ingress_pod.inputs import codecs
 from ingress_pod.inputs.av_input import (
     AvInput,
     Corrupt,
@@ -125,7 +126,7 @@ async def read(options: InputOptions) -> Read:
 
 
 def rtmp(url: str | Path, **kw: object) -> InputOptions:
-    return InputOptions(url=str(url), format="flv", h264_only=True, open_timeout=5, read_timeout=5, **kw)  # type: ignore[arg-type]
+    return InputOptions(url=str(url), format="flv", codecs=codecs.RTMP, open_timeout=5, read_timeout=5, **kw)  # type: ignore[arg-type]
 
 
 @needs_ffmpeg
@@ -187,10 +188,7 @@ async def test_garbage_bytes_are_a_corrupt_stream(media: Path) -> None:
     assert forced.error.message.startswith("corrupt input: not a readable FLV stream")
     probed = await read(InputOptions(url=str(media / "garbage.bin")))
     assert isinstance(probed.error, Corrupt)
-    assert (
-        probed.error.message
-        == "corrupt input: not a readable stream (Invalid data found when processing input)"
-    )
+    assert probed.error.message == f"corrupt input: not a media file ({media / 'garbage.bin'})"
 
 
 @needs_ffmpeg
@@ -252,7 +250,7 @@ OPTIONS = InputOptions(url="https://u:p@cdn.example/live/a.m3u8?sig=secret", for
             av.error.HTTPNotFoundError(-1, "Server returned 404 Not Found"),
             False,
             Unreachable,
-            "source unreachable: Server returned 404 Not Found (https://cdn.example/live/a.m3u8)",
+            "source unreachable: HTTP 404 Not Found (https://cdn.example/live/a.m3u8)",
         ),
         (
             av.error.ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"),
