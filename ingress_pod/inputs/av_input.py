@@ -8,7 +8,8 @@ corrupt data, no media) become InputErrors with a message fit for the ingress st
 
 This is the one place inputs are opened: FFmpeg reads files, HTTP(S) and HLS itself (with the
 options of `urls`), SRT arrives through `srt.SrtSource`. Real-time inputs (URL ingresses) are
-decoded in time order across streams and paced at their media clock (`stats`).
+decoded in time order across streams and paced at their media clock (`stats`); one of known
+length holds its first frame until the session is in the room (`play`).
 """
 
 from __future__ import annotations
@@ -37,39 +38,10 @@ from av.video.stream import VideoStream
 from ingress_pod import metrics
 from ingress_pod.inputs import urls
 from ingress_pod.inputs.codecs import CodecPolicy, Kind, mime_type
-from ingress_pod.inputs.errors import (
-    Corrupt,
-    InputError,
-    NoMedia,
-    Stalled,
-    Unreachable,
-    Unsupported,
-    no_media,
-    stalled,
-)
+from ingress_pod.inputs.errors import Corrupt, InputError, Unreachable, Unsupported, no_media, stalled
 from ingress_pod.inputs.handoff import DropOldestQueue
 from ingress_pod.inputs.srt import SrtSource
 from ingress_pod.inputs.stats import Interleaver, Pacer, RateWindow
-
-# The errors are defined in `errors` (the SRT source raises them too) and exported from here,
-# where the session and the tests take them.
-__all__ = [
-    "AudioInfo",
-    "AvInput",
-    "Corrupt",
-    "InputError",
-    "InputInfo",
-    "InputOptions",
-    "NoMedia",
-    "Stalled",
-    "Unreachable",
-    "Unsupported",
-    "VideoInfo",
-    "classify",
-    "no_media",
-    "pick_streams",
-    "redact",
-]
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +63,7 @@ MAX_PACKETS_WITHOUT_FRAME = 90
 _OPEN_OPTIONS = {"analyzeduration": "1000000"}
 # A live sender delivers FFmpeg's frame-rate probe (about 20 frames) in real time: 0.73 s of a
 # 0.9 s SRT open. H.264/HEVC in MPEG-TS carry their rate in the stream (still found without it).
-_LIVE_TS_OPTIONS = {"fpsprobesize": "0"}
+_SRT_OPTIONS = {"fpsprobesize": "0"}
 # Seconds allowed for finding out why a connection failed (see urls.diagnose).
 _DIAGNOSE_TIMEOUT = 5.0
 
@@ -141,7 +113,9 @@ class InputOptions:
     url: str
     format: str | None = None
     codecs: CodecPolicy | None = None  # the codecs this input type takes (codecs.RTMP, codecs.URL); None: any
-    realtime: bool = False  # pace frames by their timestamps (files); live sources pace themselves
+    # Pace frames at their media clock (URL inputs: files, HLS and SRT); RTMP arrives in real
+    # time and is handed on as it comes.
+    realtime: bool = False
     audio_channels: int = 2  # of the resampled output
     open_timeout: float = 10.0
     read_timeout: float = 10.0
@@ -246,6 +220,30 @@ class _DecodeWatch:
         return Corrupt(f"corrupt {self.kind} stream: could not decode {self.codec}{detail}")
 
 
+class _Resampler:
+    """Converts decoded audio to the published format (s16, 48 kHz, `channels`). PyAV's
+    resampler takes the format of its first frame only and refuses others: it is rebuilt when
+    the input's changes mid-stream (an HLS discontinuity into an ad at 44.1 kHz mono)."""
+
+    def __init__(self, channels: int) -> None:
+        self._layout = "stereo" if channels == 2 else "mono"
+        self._input: tuple[str, str, int] | None = None
+        self._resampler: av.AudioResampler | None = None
+
+    def resample(self, frame: AudioFrame) -> list[AudioFrame]:
+        """The output frames `frame` completes (the resampler keeps a few samples back)."""
+        out: list[AudioFrame | None] = []
+        source = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if self._resampler is None or source != self._input:
+            if self._resampler is not None:
+                out += self._resampler.resample(None)  # what the previous format left inside
+            self._resampler = av.AudioResampler(format="s16", layout=self._layout, rate=OUTPUT_SAMPLE_RATE)
+            self._input = source
+        out += self._resampler.resample(frame)
+        # A resampler with nothing to convert passes frames through, and flushes as [None].
+        return [each for each in out if each is not None]
+
+
 class AvInput:
     """One input read by a worker thread; the event loop takes frames from `video` and
     `audio` and awaits `opened` (the streams found) and `ended` (None at end of input)."""
@@ -262,6 +260,7 @@ class AvInput:
         # Media time of the newest decoded audio: the session drops audio already stale against it.
         self.audio_time = 0.0
         self._stop = threading.Event()
+        self._playing = threading.Event()
         self._srt: SrtSource | None = None
         self._thread = threading.Thread(target=self._run, name="av-input", daemon=True)
 
@@ -269,10 +268,16 @@ class AvInput:
         """Start reading in the worker thread."""
         self._thread.start()
 
+    def play(self) -> None:
+        """Let a held input start (the session is in the room, about to publish): a paced input of
+        known length holds its first frame until then, at most `open_timeout`."""
+        self._playing.set()
+
     def stop(self) -> None:
         """Ask the thread to stop after its current packet (a blocked read ends at its timeout,
         an SRT source at once; the thread is a daemon, so it never holds the process)."""
         self._stop.set()
+        self._playing.set()  # a held thread sees the stop at once
         if self._srt is not None:
             self._srt.stop()
 
@@ -311,7 +316,7 @@ class AvInput:
                 format=demuxer,
                 options={
                     **_OPEN_OPTIONS,
-                    **(_LIVE_TS_OPTIONS if srt else {}),
+                    **(_SRT_OPTIONS if srt else {}),
                     **urls.protocol_options(opts.url),
                 },
                 timeout=(opts.open_timeout, opts.read_timeout),
@@ -371,10 +376,12 @@ class AvInput:
             watches[video.index] = _DecodeWatch("video", _codec(video))
         if audio is not None:
             watches[audio.index] = _DecodeWatch("audio", _codec(audio))
-        resampler = av.AudioResampler(
-            format="s16", layout="stereo" if opts.audio_channels == 2 else "mono", rate=OUTPUT_SAMPLE_RATE
-        )
+        resampler = _Resampler(opts.audio_channels)
         pacer = Pacer() if opts.realtime else None
+        # Paced from the open, a file would play its first frames before the session is in the room
+        # (the video queue keeps the newest frame, stale audio is dropped). A live source (no
+        # duration: SRT, a live playlist) is not held: the wait would stay in its latency.
+        hold = pacer is not None and container.duration is not None
         decoded = {kind: metrics.FRAMES_DECODED.labels(kind) for kind in ("video", "audio")}
         late = {kind: metrics.FRAMES_DROPPED.labels(kind, "late") for kind in ("video", "audio")}
 
@@ -401,6 +408,11 @@ class AvInput:
             if packet.size or frames:
                 watch.produced(len(frames))
             for frame in frames:
+                if hold:
+                    hold = False
+                    self._playing.wait(opts.open_timeout)
+                    if self._stop.is_set():
+                        return
                 wait = pacer.delay(frame.time, kind) if pacer and frame.time is not None else 0.0
                 if wait and self._stop.wait(wait):
                     return

@@ -27,6 +27,7 @@ class DropOldestQueue(Generic[T]):
         self._items: deque[T] = deque()
         self._lock = threading.Lock()
         self._ready = asyncio.Event()
+        self._taken = asyncio.Event()  # set by the consumer each time it takes an item
         # True while the consumer waits for an item: only then does a put cross threads to wake it.
         self._armed = False
 
@@ -49,9 +50,16 @@ class DropOldestQueue(Generic[T]):
             self._ready.clear()
             with self._lock:
                 if self._items:
+                    self._taken.set()
                     return self._items.popleft()
                 self._armed = True
             await self._ready.wait()
+
+    async def drained(self) -> None:
+        """Wait until the consumer has taken every queued item (once nothing more is put)."""
+        while self._items:
+            self._taken.clear()
+            await self._taken.wait()
 
     def __len__(self) -> int:
         return len(self._items)

@@ -34,14 +34,22 @@ MIN_PORT = 1024
 # How long the tool may take to exit once its stdout closed, before its reason is read.
 _EXIT_WAIT = 2.0
 _REJECT = re.compile(r"REJECT reported from HS processing: (.*?)(?: - not processing further)?$")
+# SRT's option (ms) for how long a silent peer is kept (5 s by default), and how much longer than
+# the read timeout the caller keeps one (see `caller_uri`).
+_PEER_IDLE_OPTION = "peeridletimeo"
+_PEER_IDLE_PAST_READ_TIMEOUT = 2.0
 _PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
+# Resolved here, not in the child: looking a symbol up takes the dynamic loader's lock, which
+# another thread may have held when the process forked (the child would wait for it forever).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_prctl.restype = ctypes.c_int
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     # The kernel sends SIGKILL when the thread that started the child exits: the input thread,
     # which ends with its input, or every thread when the media pod's process is killed.
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class SrtSource:
@@ -69,12 +77,13 @@ class SrtSource:
 
     def start(self) -> None:
         """Start calling the sender; Unsupported for a URL the tool cannot call or no tool."""
-        uri = caller_uri(self._url)
+        uri = caller_uri(self._url, self._read_timeout)
         tool = shutil.which(TOOL)
         if tool is None:
             raise Unsupported(f"unsupported input: SRT needs {TOOL} (Debian package srt-tools)")
-        # preexec_fn makes one prctl call: nothing in it waits for a lock another thread may have
-        # held when the process forked, so it is safe in this threaded process.
+        # preexec_fn makes one call of a function resolved at import: nothing in it waits for a
+        # lock another thread may have held when the process forked, so it is safe in this
+        # threaded process.
         self._process = subprocess.Popen(
             # -a:no: one connection, ending with the sender's; -ll:warn keeps the handshake's
             # REJECT reason.
@@ -169,9 +178,10 @@ class SrtSource:
                 pipe.close()
 
 
-def caller_uri(url: str) -> str:
+def caller_uri(url: str, read_timeout: float) -> str:
     """The URI `srt-live-transmit` calls for `url`: the user's options (streamid, passphrase,
-    latency, …) kept as written, `mode=caller` set; Unsupported for what the tool cannot call."""
+    latency, …) kept as written, `mode=caller` set, and unless the user set one a peer idle
+    timeout past `read_timeout`; Unsupported for what the tool cannot call."""
     # The tool splits its query at "&" and "=" and decodes nothing, so a streamid such as
     # "#!::r=live/cam,m=request" goes through verbatim (urllib would take "#" for a fragment).
     base, _, query = url.partition("?")
@@ -184,6 +194,12 @@ def caller_uri(url: str) -> str:
         if mode != "caller":
             raise Unsupported(f"unsupported SRT mode {mode}: URL input calls the sender (mode=caller)")
     kept = [param for param in params if param.partition("=")[0] != "mode"]
+    if not any(param.partition("=")[0] == _PEER_IDLE_OPTION for param in params):
+        # SRT drops a sender that died (killed, network cut) after its peer idle timeout, and the
+        # tool then exits 0 as for a sender that closed: the input would end COMPLETE. `read`
+        # must see the silence as a stall first.
+        peer_idle = round((read_timeout + _PEER_IDLE_PAST_READ_TIMEOUT) * 1000)
+        kept.append(f"{_PEER_IDLE_OPTION}={peer_idle}")
     return f"{base}?{'&'.join([*kept, 'mode=caller'])}"
 
 

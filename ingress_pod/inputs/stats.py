@@ -82,9 +82,10 @@ class Timelines:
     ahead of where the input is (`position`), has jumped to another timeline: an HLS
     discontinuity, an encoder restart, a timestamp wrap. It continues right after its previous
     frame instead; the other stream, jumping to the same timeline a moment later, takes the same
-    offset, so the two stay in sync. A stream whose first timestamp is more than `tolerance` off
-    the position is aligned to it the same way. A gap in one stream that fits the position (an
-    audio dropout) is kept.
+    offset, so the two stay in sync. A new stream near another one's timestamps shares its
+    timeline (video starting 1.5 s after the audio waits those 1.5 s); one far from all of them
+    (a different timeline) and more than `tolerance` off the position is aligned to it the same
+    way as a jump. A gap in one stream that fits the position (an audio dropout) is kept.
     """
 
     def __init__(self, max_gap: float = 1.0, tolerance: float = 1.0) -> None:
@@ -98,7 +99,15 @@ class Timelines:
         is at (None before anything was placed)."""
         timeline = self._streams.get(stream)
         if timeline is None:
-            offset = t - position if position is not None and abs(t - position) > self._tolerance else 0.0
+            # Within a plausible gap of another stream's time (as RateWindow reckons one): the
+            # same timeline, whatever the position.
+            near = [other for other in self._streams.values() if abs(t - other.last) <= _MAX_GAP]
+            if near:
+                offset = min(near, key=lambda other: abs(t - other.last)).offset
+            elif position is not None and abs(t - position) > self._tolerance:
+                offset = t - position
+            else:
+                offset = 0.0
             self._streams[stream] = _Stream(t, 0.0, offset)
             return t - offset
         step = t - timeline.last
@@ -117,10 +126,11 @@ class Timelines:
 
 
 class Pacer:
-    """Releases media no faster than its own timestamps: for inputs read faster than real
-    time (files). A source that falls behind re-anchors rather than being caught up. Each
-    stream (`delay`'s `stream`) goes through `Timelines`, so a timestamp jump makes neither a
-    sleep nor a burst of catching up."""
+    """Releases media no faster than its own timestamps: for every URL input, files (read
+    faster than real time) and live sources alike (a live playlist's segments arrive whole).
+    A source that falls behind re-anchors rather than being caught up. Each stream (`delay`'s
+    `stream`) goes through `Timelines`, so a timestamp jump makes neither a sleep nor a burst
+    of catching up."""
 
     def __init__(
         self, max_drift: float = 1.0, max_gap: float = 1.0, clock: Callable[[], float] = time.monotonic
@@ -152,12 +162,16 @@ class Interleaver(Generic[T]):
     Demuxers return packets in file order, and an MPEG-TS muxer puts one stream up to about a
     second ahead of the other: paced in that order, the thread waits for the leading stream's
     packets while the other's are due, then releases those in a burst. A packet leaves once
-    every one of `streams` has one waiting (so nothing earlier can still come), or when more
-    than `horizon` seconds are waiting (a stream paused, ended or never started).
+    every one of `streams` has one waiting (so nothing earlier can still come), when more than
+    `horizon` seconds are waiting (a stream paused, ended or never started), or when a stream
+    has more than `max_items` waiting (packets without timestamps do not move the position).
     """
 
-    def __init__(self, streams: Iterable[str], horizon: float = 1.0, max_gap: float = 1.0) -> None:
+    def __init__(
+        self, streams: Iterable[str], horizon: float = 1.0, max_gap: float = 1.0, max_items: int = 512
+    ) -> None:
         self._horizon = horizon
+        self._max_items = max_items
         self._timelines = Timelines(max_gap, tolerance=max_gap)
         self._queues: dict[str, deque[tuple[float, T]]] = {stream: deque() for stream in streams}
         self._position: float | None = None  # the latest shared time put in
@@ -173,7 +187,11 @@ class Interleaver(Generic[T]):
         self._position = shared if self._position is None else max(self._position, shared)
         queue.append((shared, item))
         out: list[T] = []
-        while all(self._queues.values()) or self._waiting() > self._horizon:
+        while (
+            all(self._queues.values())
+            or self._waiting() > self._horizon
+            or any(len(queue) > self._max_items for queue in self._queues.values())
+        ):
             out.append(self._pop())
         return out
 

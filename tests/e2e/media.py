@@ -244,26 +244,41 @@ class Subscriber:
         self, identity: str, kinds: tuple[str, ...] = ("video", "audio"), within: float = 60
     ) -> Watched:
         """Decode `identity`'s tracks (the highest video layer) from their arrival until it
-        leaves the room, noting when each frame arrived."""
+        leaves the room, noting when each frame arrived. Each track is decoded from the moment
+        it is subscribed, not once all have come: a late second track must not cut the first."""
         deadline = time.monotonic() + within
-        got = await self.tracks_of(identity, within, kinds)
         out = Watched()
-        jobs = []
-        if got.video_track is not None:
-            stream = self.video_stream(got.video_track)
-            jobs.append(_record(stream, out.video, lambda f: (f.width, f.height)))
-        if got.audio_track is not None:
-            audio = rtc.AudioStream(got.audio_track, sample_rate=48000, num_channels=2)
-            self._streams.append(audio)
-            jobs.append(_record(audio, out.audio, lambda f: (f.sample_rate, f.num_channels)))
-        tasks = [asyncio.create_task(job) for job in jobs]
+        recorders: list[asyncio.Task[None]] = []
+
+        async def subscribe() -> None:
+            while True:
+                track, publication, who = await self.tracks.get()
+                if who != identity:
+                    continue
+                if isinstance(track, rtc.RemoteVideoTrack) and "video" in kinds:
+                    if publication.simulcasted:
+                        publication.set_video_quality(rtc.VideoQuality.VIDEO_QUALITY_HIGH)
+                    video = self.video_stream(track)
+                    recorders.append(
+                        asyncio.create_task(_record(video, out.video, lambda f: (f.width, f.height)))
+                    )
+                elif isinstance(track, rtc.RemoteAudioTrack) and "audio" in kinds:
+                    audio = rtc.AudioStream(track, sample_rate=48000, num_channels=2)
+                    self._streams.append(audio)
+                    recorders.append(
+                        asyncio.create_task(
+                            _record(audio, out.audio, lambda f: (f.sample_rate, f.num_channels))
+                        )
+                    )
+
+        subscriber = asyncio.create_task(subscribe())
         try:
             while await asyncio.wait_for(self.left.get(), deadline - time.monotonic()) != identity:
                 pass
         finally:
-            for task in tasks:
+            for task in [subscriber, *recorders]:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(subscriber, *recorders, return_exceptions=True)
         return out
 
     def video_stream(self, track: rtc.RemoteVideoTrack) -> rtc.VideoStream:

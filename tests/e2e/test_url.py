@@ -97,8 +97,10 @@ async def no_pod_left(kube: Kube, env: dict[str, str], ingress_id: str) -> None:
 
 
 def close_to(seconds: float, expected: float) -> bool:
-    """Published in real time: neither bursted nor dragged out (start-up excepted)."""
-    return expected - 0.8 <= seconds <= expected + 1.0
+    """Published in real time: neither bursted (a 3 s file decodes in a fraction of a second)
+    nor dragged out. The subscriber misses what came before its subscription took (up to
+    about a second on a loaded machine)."""
+    return expected - 1.0 <= seconds <= expected + 1.0
 
 
 @pytest.mark.parametrize(("case", "name", "codecs", "video"), CONTAINERS, ids=[c[0] for c in CONTAINERS])
@@ -256,6 +258,19 @@ async def test_delete_stops_the_pull_at_once(
     await no_pod_left(kube, stack_env, ingress.info.ingress_id)
     with pytest.raises(api.TwirpError):
         await ingress.get()
+
+
+async def test_a_pull_whose_pod_is_deleted_ends_in_error_not_inactive(
+    make_ingress: Any, server: MediaServer, kubectl: Kubectl, kube: Kube
+) -> None:
+    ingress = await make_ingress(
+        input_type=api.IngressInput.URL_INPUT, url=server.url("files/long.ts"), identity="puller"
+    )
+    await ingress.state_is(S.ENDPOINT_PUBLISHING, 30)
+    pod = await ingress.media_pod(kube)
+    kubectl.run("delete", "pod", pod["metadata"]["name"], "--wait=false")  # as an eviction does
+    info = await ingress.state_is(S.ENDPOINT_ERROR, 30)
+    assert "pull interrupted" in info.state.error, info.state.error
 
 
 async def test_kubectl_url_ingress_runs_once_and_refuses_changes(

@@ -21,19 +21,8 @@ from av.audio.frame import AudioFrame
 from av.video.frame import VideoFrame
 
 from ingress_pod.inputs import codecs
-from ingress_pod.inputs.av_input import (
-    AvInput,
-    Corrupt,
-    InputError,
-    InputInfo,
-    InputOptions,
-    NoMedia,
-    Stalled,
-    Unreachable,
-    Unsupported,
-    classify,
-    redact,
-)
+from ingress_pod.inputs.av_input import AvInput, InputInfo, InputOptions, classify, redact
+from ingress_pod.inputs.errors import Corrupt, InputError, NoMedia, Stalled, Unreachable, Unsupported
 
 FFMPEG = shutil.which("ffmpeg")
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is needed to make test media")

@@ -7,6 +7,7 @@ import asyncio
 import random
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,25 +96,37 @@ class FakeVideoSource:
 
 
 class FakeAudioSource:
-    queued_duration = 0.0
+    """Plays what it is given in real time, as the SDK's AudioSource does."""
 
     def __init__(self) -> None:
         self.frames: list[tuple[int, int]] = []
+        self._played_until = 0.0  # when the audio captured so far will have played (monotonic)
+
+    @property
+    def queued_duration(self) -> float:
+        return max(self._played_until - time.monotonic(), 0.0)
 
     async def capture_frame(self, frame: Any) -> None:
         self.frames.append((frame.sample_rate, frame.num_channels))
+        start = max(self._played_until, time.monotonic())
+        self._played_until = start + frame.samples_per_channel / frame.sample_rate
+
+    async def wait_for_playout(self) -> None:
+        await asyncio.sleep(self.queued_duration)
 
 
 class FakePublisher:
     """Stands in for publish.Publisher: joins instantly, records what is captured."""
 
     join_error: str | None = None
+    publish_delay = 0.0  # seconds a track takes to publish
 
     def __init__(self) -> None:
         self.disconnected: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.video = FakeVideoSource()
         self.audio = FakeAudioSource()
         self.closed = False
+        self.audio_unplayed_at_close: float | None = None
         self.plans: list[VideoPlan | AudioPlan] = []
 
     async def join(self, url: str, token: str, deadline: float) -> str:
@@ -122,6 +135,7 @@ class FakePublisher:
         return "RM_room"
 
     async def publish_video(self, plan: VideoPlan, options: Any) -> VideoOutput:
+        await asyncio.sleep(self.publish_delay)
         self.plans.append(plan)
         info = TrackInfo(
             sid="TR_v", type="VIDEO", source="CAMERA", width=plan.top.width, height=plan.top.height
@@ -129,11 +143,13 @@ class FakePublisher:
         return VideoOutput(self.video, I420Converter(plan.top.width, plan.top.height), info)  # type: ignore[arg-type]
 
     async def publish_audio(self, plan: AudioPlan, options: Any) -> AudioOutput:
+        await asyncio.sleep(self.publish_delay)
         self.plans.append(plan)
         return AudioOutput(self.audio, TrackInfo(sid="TR_a", type="AUDIO", source="MICROPHONE"))  # type: ignore[arg-type]
 
     async def close(self) -> None:
         self.closed = True
+        self.audio_unplayed_at_close = self.audio.queued_duration
 
 
 RTMP = {"inputType": "RTMP", "roomName": "r1", "participantIdentity": "enc"}
@@ -182,6 +198,19 @@ async def test_url_session_completes_at_end_of_input(media: Path) -> None:
     kube = FakeKube(spec)
     assert await run(kube, settings(media / "av.flv")) == 0
     assert kube.states[-1]["status"] == "ENDPOINT_COMPLETE"
+
+
+async def test_a_url_session_plays_its_last_audio_out_before_leaving(media: Path) -> None:
+    spec = {"inputType": "URL", "roomName": "r1", "participantIdentity": "enc", "url": "http://x/a.flv"}
+    kube, publisher = FakeKube(spec), FakePublisher()
+    # The audio that came while its track was publishing stays queued in the source all along.
+    publisher.publish_delay = 0.1
+    started = time.monotonic()
+    assert await run(kube, settings(media / "av.flv"), publisher) == 0
+    assert kube.states[-1]["status"] == "ENDPOINT_COMPLETE"
+    # The file's end was heard before the session left the room, and not much later.
+    assert publisher.audio_unplayed_at_close is not None and publisher.audio_unplayed_at_close < 0.005
+    assert time.monotonic() - started < 3
 
 
 async def test_corrupt_input_ends_in_error_with_exit_code_1(media: Path) -> None:

@@ -23,16 +23,8 @@ import pytest_asyncio
 from aiohttp import web
 
 from ingress_pod.inputs import codecs, urls
-from ingress_pod.inputs.av_input import (
-    AvInput,
-    Corrupt,
-    InputError,
-    InputInfo,
-    InputOptions,
-    Stalled,
-    Unreachable,
-    Unsupported,
-)
+from ingress_pod.inputs.av_input import AvInput, InputInfo, InputOptions
+from ingress_pod.inputs.errors import Corrupt, InputError, Stalled, Unreachable, Unsupported
 
 FFMPEG = shutil.which("ffmpeg")
 OPENSSL = shutil.which("openssl")
@@ -163,20 +155,23 @@ class Drained:
     error: InputError | None
     video: int  # frames that reached the loop
     audio: int
+    audio_seconds: float  # of the audio frames that reached the loop
     first_frame: float | None  # seconds from start to the first frame of either kind
     elapsed: float  # seconds from start to the end of input
     video_gaps: list[float]  # seconds between consecutive video frames reaching the loop
     last_video_time: float | None  # media time of the last video frame
 
 
-async def drain(options: InputOptions, limit: float = 20) -> Drained:
-    """Run an AvInput to its end (at most `limit` seconds), taking every frame as it comes."""
+async def drain(options: InputOptions, limit: float = 20, play: bool = True) -> Drained:
+    """Run an AvInput to its end (at most `limit` seconds), taking every frame as it comes;
+    `play`s it at once, as a session does once in its room (False: never)."""
     source = AvInput(options, asyncio.get_running_loop())
     started = time.monotonic()
     first: list[float] = []
     video_arrivals: list[float] = []
     video_times: list[float | None] = []
     audio_frames = 0
+    audio_seconds = 0.0
 
     async def take_video() -> None:
         while True:
@@ -186,27 +181,33 @@ async def drain(options: InputOptions, limit: float = 20) -> Drained:
             first.append(video_arrivals[-1])
 
     async def take_audio() -> None:
-        nonlocal audio_frames
+        nonlocal audio_frames, audio_seconds
         while True:
-            await source.audio.get()
+            frame = await source.audio.get()
             audio_frames += 1
+            audio_seconds += frame.samples / frame.sample_rate
             first.append(time.monotonic())
 
     takers = [asyncio.create_task(take_video()), asyncio.create_task(take_audio())]
     source.start()
+    if play:
+        source.play()
     try:
-        error = await asyncio.wait_for(source.ended, limit)
+        try:
+            error = await asyncio.wait_for(source.ended, limit)
+        finally:
+            source.stop()
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(0.02)  # let the takers see what was handed over last
     finally:
-        source.stop()
-    elapsed = time.monotonic() - started
-    await asyncio.sleep(0.02)  # let the takers see what was handed over last
-    for task in takers:
-        task.cancel()
+        for task in takers:
+            task.cancel()
     return Drained(
         info=source.opened.result() if source.opened.done() else None,
         error=error,
         video=len(video_times),
         audio=audio_frames,
+        audio_seconds=audio_seconds,
         first_frame=min(first) - started if first else None,
         elapsed=elapsed,
         video_gaps=[b - a for a, b in itertools.pairwise(video_arrivals)],
@@ -214,11 +215,15 @@ async def drain(options: InputOptions, limit: float = 20) -> Drained:
     )
 
 
+def video_times(path: Path) -> list[float | None]:
+    """The media times of a file's video frames, read from disk."""
+    with av.open(str(path)) as container:
+        return [frame.time for frame in container.decode(video=0)]
+
+
 def last_video_time(path: Path) -> float | None:
     """The media time of a file's last video frame, read from disk."""
-    with av.open(str(path)) as container:
-        times = [frame.time for frame in container.decode(video=0)]
-    return times[-1]
+    return video_times(path)[-1]
 
 
 def url_input(url: str, **kw: object) -> InputOptions:
@@ -423,7 +428,28 @@ async def test_a_source_that_goes_silent_mid_body_stalls_within_the_read_timeout
     assert isinstance(result.error, Stalled)
     assert result.error.message == "input stalled: no data for 1.5 s"
     assert silent.is_set() and result.video > 0
-    assert 1.5 <= result.elapsed < 2.5
+    # Without the stall, the input would wait for the server's 10 s.
+    assert 1.5 <= result.elapsed < 4
+
+
+@needs_ffmpeg
+async def test_a_paced_file_holds_its_first_frame_until_played(media: Path, server: UrlServer) -> None:
+    shutil.copy(media / "a.ts", server.root / "a.ts")
+    source = AvInput(url_input(server.url("a.ts"), realtime=True), asyncio.get_running_loop())
+    source.start()
+    try:
+        await asyncio.wait_for(source.opened, 5)
+        await asyncio.sleep(0.5)  # the session joining its room
+        # Nothing played to an empty room: paced from the open, a frame would be out by now.
+        assert len(source.video) == len(source.audio) == 0 and not source.ended.done()
+        source.play()
+        played = time.monotonic()
+        first = await asyncio.wait_for(source.video.get(), 2)
+        assert time.monotonic() - played < 0.3
+        # The file's first picture, not a later one the queue kept.
+        assert first.time == pytest.approx(video_times(server.root / "a.ts")[0])
+    finally:
+        source.stop()
 
 
 @pytest.fixture(scope="module")
