@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -40,6 +42,21 @@ class Settings(BaseSettings):
         # 0.57 CPU-s/s and at most 175 MB; no CPU limit, so a session never throttles mid-GOP.
         {"requests": {"cpu": "600m", "memory": "192Mi"}, "limits": {"memory": "512Mi"}},
         description="media pod container resources (JSON)",
+    )
+    media_image_pull_policy: Literal["", "Always", "IfNotPresent", "Never"] = Field(
+        "", description="media pod image pull policy (empty: the cluster's default for the tag)"
+    )
+    media_image_pull_secrets: list[str] = Field(
+        default_factory=list, description="names of Secrets to pull the media image with (JSON)"
+    )
+    media_node_selector: dict[str, str] = Field(
+        default_factory=dict, description="media pods' nodeSelector (JSON)"
+    )
+    media_tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="media pods' tolerations (JSON, as in a Pod spec)"
+    )
+    media_annotations: dict[str, str] = Field(
+        default_factory=dict, description="media pods' annotations (JSON)"
     )
     list_page_size: int = Field(100, ge=1, description="ListIngress page size when a page_token is sent")
     operator_health_port: int = 8081

@@ -51,6 +51,9 @@ class Operator:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 240
+    # The resources are known and the namespace is fixed: kopf's start-up scan of CRDs and
+    # namespaces would need a ClusterRole (and retries for a minute without one).
+    settings.scanning.disabled = True
     config = Settings()
     memo.op = Operator(config, Kube(connect(config.ingress_namespace), config.ingress_namespace))
 
@@ -88,7 +91,7 @@ async def observe(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **kwar
     if event["type"] == "DELETED":
         metrics.forget_ingress(uid)
         return
-    metrics.note_ingress(uid, (body.status.get("state") or {}).get("status"))
+    metrics.note_ingress(uid, body)
     await converge(op, dict(body))
 
 
@@ -135,6 +138,7 @@ async def converge(op: Operator, body: Obj, force: bool = False) -> None:
     """Reconcile (if behind, or if `force`) or finish deleting one version of an ingress; on
     failure, try again later."""
     name = body["metadata"]["name"]
+    ingress_id = (body["metadata"].get("labels") or {}).get(ID_LABEL, "")
     try:
         await sessions.converge(op.kube, op.config, body, list(op.media_pods.get(name, [])))
         if body["metadata"].get("deletionTimestamp"):
@@ -143,13 +147,15 @@ async def converge(op: Operator, body: Obj, force: bool = False) -> None:
         if up_to_date(body) and not force:
             return
         with metrics.RECONCILE_SECONDS.time():
-            ingress_id = (body["metadata"].get("labels") or {}).get(ID_LABEL, "")
             claims = op.by_id.get(ingress_id, []) if ingress_id else []
             outcome = await reconcile(op.kube, op.config, body, claims)
         await apply(op.kube, body, outcome)
     except Exception as err:  # an event handler's failure is dropped by kopf: log it and retry
         metrics.RECONCILE_ERRORS.labels(type(err).__name__).inc()
-        log.warning("reconcile failed; will retry", extra={"cr_name": name, "error": str(err)})
+        log.warning(
+            "reconcile failed; will retry",
+            extra={"ingress_id": ingress_id, "cr_name": name, "error": str(err)},
+        )
         op.retries.schedule(name)
         return
     ingress_id = outcome.status.get("ingressId") or (body.get("status") or {}).get("ingressId")

@@ -148,7 +148,17 @@ def plan(body: Obj, pods: list[PodView], settings: Settings, pod_exists: bool | 
         out.note = "the ingress changed: session ended"
     elif pod is not None and pod.phase == "Succeeded":
         out.delete.append(pod.name)
-        out.status_ops = session_end_patch(rid, IngressStatus.ENDPOINT_INACTIVE, None, live)
+        finished = ours and state.get("status") in (
+            IngressStatus.ENDPOINT_COMPLETE,
+            IngressStatus.ENDPOINT_ERROR,
+        )
+        if spec.get("inputType") == InputType.URL and not finished:
+            # Stopped before the end (eviction, node drain, `kubectl delete pod`): a URL
+            # ingress is not reusable, so INACTIVE would read as "not started" for ever.
+            error = f"pull interrupted: media pod {pod.name} stopped before the end of the source"
+            out.status_ops = session_end_patch(rid, IngressStatus.ENDPOINT_ERROR, error, True)
+        else:
+            out.status_ops = session_end_patch(rid, IngressStatus.ENDPOINT_INACTIVE, None, live)
         out.note = "session over"
     elif pod is not None and (pod.phase == "Failed" or pod.stuck):
         out.delete.append(pod.name)
@@ -216,12 +226,34 @@ def media_pod(body: Obj, session: Session, name: str, settings: Settings) -> Obj
         {"name": "MEDIA_PORT", "value": str(MEDIA_PORT)},
         *({"name": k, "value": v} for k, v in sorted(settings.media_env.items())),
     ]
+    container: Obj = {
+        "name": MEDIA,
+        "image": settings.media_image,
+        "command": list(settings.media_command),
+        "env": env,
+        "ports": [{"name": "http", "containerPort": MEDIA_PORT}],
+        "readinessProbe": {
+            "httpGet": {"path": "/healthz", "port": MEDIA_PORT},
+            "periodSeconds": 2,
+        },
+        "resources": settings.media_resources,
+    }
+    if settings.media_image_pull_policy:
+        container["imagePullPolicy"] = settings.media_image_pull_policy
+    # Only what is set goes in: an unset option leaves the cluster's defaults (and admission
+    # webhooks' additions) alone.
+    optional: Obj = {
+        "nodeSelector": settings.media_node_selector,
+        "tolerations": settings.media_tolerations,
+        "imagePullSecrets": [{"name": s} for s in settings.media_image_pull_secrets],
+    }
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": name,
             "labels": labels,
+            **({"annotations": dict(settings.media_annotations)} if settings.media_annotations else {}),
             "ownerReferences": [
                 {
                     "apiVersion": f"{GROUP}/{VERSION}",
@@ -238,20 +270,8 @@ def media_pod(body: Obj, session: Session, name: str, settings: Settings) -> Obj
             "serviceAccountName": settings.media_service_account,
             # The pod writes its final state and leaves the room on SIGTERM in well under this.
             "terminationGracePeriodSeconds": 15,
-            "containers": [
-                {
-                    "name": MEDIA,
-                    "image": settings.media_image,
-                    "command": list(settings.media_command),
-                    "env": env,
-                    "ports": [{"name": "http", "containerPort": MEDIA_PORT}],
-                    "readinessProbe": {
-                        "httpGet": {"path": "/healthz", "port": MEDIA_PORT},
-                        "periodSeconds": 2,
-                    },
-                    "resources": settings.media_resources,
-                }
-            ],
+            "containers": [container],
+            **{key: value for key, value in optional.items() if value},
         },
     }
 

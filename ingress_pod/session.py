@@ -9,6 +9,7 @@ request (SIGTERM), or another session taking the ingress over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -23,9 +24,18 @@ from ingress_operator.models import IngressSpec, IngressStatus, InputType, LiveK
 from ingress_pod import metrics
 from ingress_pod.config import MediaSettings
 from ingress_pod.inputs import codecs
-from ingress_pod.inputs.av_input import AvInput, InputError, InputOptions, no_media
+from ingress_pod.inputs.av_input import AvInput, InputOptions
+from ingress_pod.inputs.errors import InputError, no_media
 from ingress_pod.inputs.stats import FrameRateLimiter
-from ingress_pod.publish import JoinError, Participant, Publisher, PublishError, audio_frame, ingress_token
+from ingress_pod.publish import (
+    AudioOutput,
+    JoinError,
+    Participant,
+    Publisher,
+    PublishError,
+    audio_frame,
+    ingress_token,
+)
 from ingress_pod.state import StateReporter, StatusWriter, input_states
 
 log = logging.getLogger(__name__)
@@ -37,6 +47,9 @@ MAX_AUDIO_QUEUED = 0.2
 AUDIO_STALE_AFTER = 0.1
 STATS_INTERVAL = 5.0
 JOIN_TIMEOUT = 10.0
+# At the end of a pulled input, the frames still queued and the audio in LiveKit's source (up to
+# MAX_AUDIO_QUEUED) are published before leaving, within this long.
+DRAIN_TIMEOUT = 1.0
 # SIGTERM must end the session within 5 s: leaving the room, then the final state write.
 LEAVE_TIMEOUT = 2.0
 FINAL_WRITE_TIMEOUT = 2.0
@@ -82,6 +95,7 @@ class Session:
         self._ended: asyncio.Future[End] = asyncio.get_running_loop().create_future()
         self._tasks: list[asyncio.Task[None]] = []
         self._tracks: list[TrackInfo] = []
+        self._audio: AudioOutput | None = None
         self._ingress_id = ""
 
     def stop(self) -> None:
@@ -128,6 +142,7 @@ class Session:
         self._ingress_id = cr.ingress_id or ""
         self._on_ingress_id(self._ingress_id)
         reporter = StateReporter(self._kube, settings.ingress_name, settings.resource_id, cr.status.state)
+        metrics.describe_session(self._ingress_id, settings.resource_id, cr.spec.input_type)
         metrics.set_state(IngressStatus.ENDPOINT_BUFFERING)
 
         spec = cr.spec
@@ -145,7 +160,7 @@ class Session:
             ),
             asyncio.get_running_loop(),
         )
-        source.ended.add_done_callback(lambda f: self._finish(self._end_of_input(spec, f.result())))
+        source.ended.add_done_callback(lambda f: self._input_ended(spec, source, f.result()))
         source.start()
         publisher = self._publisher_factory()
         publisher.disconnected.add_done_callback(
@@ -172,14 +187,26 @@ class Session:
         log_end("session ended", extra={"status": end.status and end.status.value, "error": end.error})
         return end.exit_code
 
-    @staticmethod
-    def _end_of_input(spec: IngressSpec, error: InputError | None) -> End:
+    def _input_ended(self, spec: IngressSpec, source: AvInput, error: InputError | None) -> None:
+        if self._ended.done():  # the session ended first (and stopped the input)
+            return
         if error is not None:
-            return failed(error.message)
-        # A pulled URL reaching its end is complete; a pushed stream ending goes back to waiting.
-        if spec.input_type is InputType.URL:
-            return End(IngressStatus.ENDPOINT_COMPLETE)
-        return End(IngressStatus.ENDPOINT_INACTIVE)
+            self._finish(failed(error.message))
+        elif spec.input_type is InputType.URL:
+            # A pulled URL reaching its end is complete, once its last frames are out.
+            self._spawn(self._complete(source))
+        else:
+            # A pushed stream ending goes back to waiting: whatever it still had is stale.
+            self._finish(End(IngressStatus.ENDPOINT_INACTIVE))
+
+    async def _complete(self, source: AvInput) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_TIMEOUT):
+                # A pump that never started leaves its queue full: the timeout ends the wait.
+                await asyncio.gather(source.video.drained(), source.audio.drained())
+                if self._audio is not None:
+                    await self._audio.source.wait_for_playout()
+        self._finish(End(IngressStatus.ENDPOINT_COMPLETE))
 
     async def _serve(
         self,
@@ -223,6 +250,7 @@ class Session:
         finally:
             join.cancel()
         log.info("joined room", extra={"room": room, "room_id": room_id})
+        source.play()
         if info.video:
             self._spawn(self._pump_video(spec, source, publisher, reporter, room_id))
         if info.audio:
@@ -282,6 +310,7 @@ class Session:
             self._finish(failed(f"could not publish the audio track: {err}"))
             return
         self._spawn(self._published(reporter, room_id, output.info))
+        self._audio = output
         published = metrics.FRAMES_PUBLISHED.labels("audio")
         stale, queued = (
             metrics.FRAMES_DROPPED.labels("audio", "stale"),

@@ -36,6 +36,7 @@ apt_packages() {
   command -v srt-live-transmit >/dev/null || missing+=(srt-tools)  # the media pod's SRT input
   command -v openssl >/dev/null || missing+=(openssl)
   command -v ss >/dev/null || missing+=(iproute2)
+  command -v lua5.1 >/dev/null || missing+=(lua5.1)  # runs the Argo CD health check in tests
   if [ ${#missing[@]} -gt 0 ]; then
     step "apt: ${missing[*]}"
     apt-get update -qq
@@ -112,8 +113,8 @@ python_env() {
   local stamp=$venv/.lki-install-stamp want
   want=$(hash_files "$root/pyproject.toml")
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! have "$venv/bin/lki-stack"; then
-    step "python deps: uv pip install -e '.[dev]'"
-    "$uv" pip install -q --python "$venv/bin/python" -e "$root[dev]"
+    step "python deps: uv pip install -e '.[dev,media]'"
+    "$uv" pip install -q --python "$venv/bin/python" -e "$root[dev,media]"
     echo "$want" >"$stamp"
   fi
 }

@@ -29,7 +29,7 @@ from ingress_operator.errors import (
 )
 from ingress_operator.kube import Kube, connect
 from ingress_operator.models import snake_path
-from ingress_operator.promhttp import serve_metrics
+from ingress_operator.promhttp import identify, serve_metrics
 from ingress_operator.shim import auth, codec, service
 from ingress_operator.store import IngressStore
 
@@ -49,6 +49,7 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 PROXIED = Counter("lki_shim_proxied_requests_total", "Twirp calls proxied to livekit-server", ["status"])
+identify("shim")
 
 Call = Callable[[IngressStore, Any, Settings], Awaitable["Message | service.ListPage"]]
 

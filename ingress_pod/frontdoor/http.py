@@ -10,18 +10,20 @@ pods reach this port closes that too.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
-from ingress_operator.promhttp import serve_metrics
-from ingress_pod.frontdoor.sessions import SessionRegistry
+from ingress_operator.promhttp import identify, serve_metrics
+from ingress_pod.frontdoor.sessions import RESOURCE_PREFIX, SessionRegistry
 
 log = logging.getLogger(__name__)
 
 REGISTRY = web.AppKey("registry", SessionRegistry)
-SESSIONS = Gauge("lki_frontdoor_sessions", "Live sessions on this front door")
+SESSIONS = Gauge("lki_frontdoor_sessions", "Live sessions on this front door by input type", ["input_type"])
 BYTES_OUT = Counter("lki_frontdoor_bytes_to_pods_total", "FLV bytes handed to media pods")
+identify("frontdoor")
 
 
 async def session_source(request: web.Request) -> web.StreamResponse:
@@ -56,11 +58,17 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(status=200 if ready else 503, text="ok\n" if ready else "syncing\n")
 
 
+def _live(registry: SessionRegistry, prefix: str) -> int:
+    """How many live sessions have a resource id starting with `prefix` (one input type)."""
+    return sum(s.resource_id.startswith(prefix) for s in registry.by_ingress.values())
+
+
 def make_app(registry: SessionRegistry) -> web.Application:
     app = web.Application()
     app[REGISTRY] = registry
     app.router.add_get("/sessions/{resource_id}/{token}", session_source)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", serve_metrics)
-    SESSIONS.set_function(lambda: len(registry.by_ingress))
+    for input_type, prefix in RESOURCE_PREFIX.items():
+        SESSIONS.labels(input_type.value).set_function(partial(_live, registry, prefix))
     return app

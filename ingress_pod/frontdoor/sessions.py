@@ -33,6 +33,8 @@ from ingress_pod.frontdoor.flv import StartCache
 log = logging.getLogger(__name__)
 
 LIVE = (IngressStatus.ENDPOINT_BUFFERING, IngressStatus.ENDPOINT_PUBLISHING)
+# The first characters of a session's resource id name its input type, as LiveKit's do.
+RESOURCE_PREFIX = {InputType.RTMP: "RT_", InputType.WHIP: "WH_"}
 
 # A session whose pod has not attached by then is given up: no node could run it. Until then
 # a session the encoder already left stays readable (a short push still gets published).
@@ -142,8 +144,7 @@ class SessionRegistry:
             raise Refused(f"ingress is not ready: {ready.message or ready.reason}")
         if entry.ingress_id in self.by_ingress:
             raise Refused("ingress already has a live publisher")
-        prefix = {InputType.RTMP: "RT_", InputType.WHIP: "WH_"}[input_type]
-        session = LiveSession(ids.guid(prefix), entry.ingress_id, entry.name)
+        session = LiveSession(ids.guid(RESOURCE_PREFIX[input_type]), entry.ingress_id, entry.name)
         # Taken before the first await, so a second publisher racing this one is refused.
         self.by_ingress[entry.ingress_id] = session
         self.by_resource[session.resource_id] = session

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from ingress_operator.config import Settings
 from ingress_operator.models import ID_LABEL
@@ -196,6 +198,33 @@ def test_media_pod_manifest() -> None:
     assert env["LIVEKIT_API_SECRET"] == {"secretKeyRef": {"name": "livekit-api", "key": "apiSecret"}}
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["resources"]["requests"]["cpu"]
+    # Unset scheduling options leave the cluster's defaults alone.
+    assert not {"nodeSelector", "tolerations", "imagePullSecrets"} & set(spec)
+    assert "annotations" not in meta and "imagePullPolicy" not in container
+
+
+def test_media_pod_scheduling_and_pull_options_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chart sets these as JSON env (values `media.*`); they land in every media pod."""
+    toleration = {"key": "media", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+    monkeypatch.setenv("MEDIA_NODE_SELECTOR", '{"pool": "media"}')
+    monkeypatch.setenv("MEDIA_TOLERATIONS", f"[{json.dumps(toleration)}]")
+    monkeypatch.setenv("MEDIA_IMAGE_PULL_POLICY", "IfNotPresent")
+    monkeypatch.setenv("MEDIA_IMAGE_PULL_SECRETS", '["registry"]')
+    monkeypatch.setenv("MEDIA_ANNOTATIONS", '{"sidecar.istio.io/inject": "false"}')
+    manifest = plan(cr(), [], Settings()).create
+    assert manifest is not None
+    meta, spec = manifest["metadata"], manifest["spec"]
+    assert spec["nodeSelector"] == {"pool": "media"}
+    assert spec["tolerations"] == [toleration]
+    assert spec["imagePullSecrets"] == [{"name": "registry"}]
+    assert spec["containers"][0]["imagePullPolicy"] == "IfNotPresent"
+    assert meta["annotations"] == {"sidecar.istio.io/inject": "false"}
+
+
+def test_an_unknown_pull_policy_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDIA_IMAGE_PULL_POLICY", "Sometimes")
+    with pytest.raises(ValidationError, match="media_image_pull_policy"):
+        Settings()
 
 
 @pytest.mark.parametrize(
@@ -278,3 +307,27 @@ def test_a_recorded_url_session_gets_its_pod() -> None:
     env = {e["name"]: e.get("value") for e in todo.create["spec"]["containers"][0]["env"]}
     assert env["SOURCE_URL"] == "http://h/a.mp4"
     assert env["RESOURCE_ID"] == "UR_abcdefghijkl"
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ("ENDPOINT_COMPLETE", None),  # the end of the source: nothing more to write
+        ("ENDPOINT_ERROR", None),  # the pod's own error stays
+        ("ENDPOINT_INACTIVE", "pull interrupted"),  # SIGTERM (eviction, drain) mid-pull
+        ("ENDPOINT_PUBLISHING", "pull interrupted"),  # exited without writing its end
+    ],
+)
+def test_a_url_pod_that_stopped_early_ends_the_pull_in_error(state: str, expected: str | None) -> None:
+    rid = "UR_abcdefghijkl"
+    body = url_cr(session=True, state={"status": state, "resourceId": rid})
+    body["status"]["session"]["pod"] = pod_name("pull", rid)
+    todo = plan(body, [PodView(pod_name("pull", rid), rid, "Succeeded", 0)], SETTINGS)
+    assert todo.delete == [pod_name("pull", rid)]
+    written = {op["path"]: op.get("value") for op in todo.status_ops}
+    assert "/status/session" in written  # the session is over either way
+    if expected is None:
+        assert "/status/state/status" not in written
+    else:
+        assert written["/status/state/status"] == "ENDPOINT_ERROR"
+        assert expected in str(written["/status/state/error"])
