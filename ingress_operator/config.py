@@ -58,6 +58,16 @@ class Settings(BaseSettings):
     media_annotations: dict[str, str] = Field(
         default_factory=dict, description="media pods' annotations (JSON)"
     )
+    # Pod Security "restricted" by default: in a namespace that enforces it, a pod without
+    # these is refused and no session could ever start.
+    media_pod_security_context: dict[str, Any] = Field(
+        {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        description="media pods' securityContext (JSON)",
+    )
+    media_security_context: dict[str, Any] = Field(
+        {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        description="the media container's securityContext (JSON)",
+    )
     list_page_size: int = Field(100, ge=1, description="ListIngress page size when a page_token is sent")
     operator_health_port: int = 8081
     operator_metrics_port: int = 8082

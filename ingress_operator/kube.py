@@ -32,7 +32,8 @@ FIELD_MANAGER = "livekit-ingress-k8s"
 
 
 def connect(namespace: str) -> AsyncClient:
-    """A client from $KUBECONFIG / ~/.kube/config, else the in-cluster service account."""
+    """A client from the in-cluster service account, else $KUBECONFIG / ~/.kube/config
+    (lightkube's order; the process node gives pods a KUBECONFIG instead of a token file)."""
     return AsyncClient(
         KubeConfig.from_env(), namespace=namespace, field_manager=FIELD_MANAGER, timeout=httpx2.Timeout(30)
     )

@@ -142,19 +142,18 @@ def plan(body: Obj, pods: list[PodView], settings: Settings, pod_exists: bool | 
     if meta.get("deletionTimestamp"):
         out.delete += [pod.name] if pod else []
         return out
+    # A URL pull whose pod stopped before the end (eviction, node drain, `kubectl delete pod`)
+    # wrote INACTIVE on SIGTERM; the ingress is not reusable, so that would read as "not
+    # started" for ever: it ends in ERROR instead.
+    finished = ours and state.get("status") in (IngressStatus.ENDPOINT_COMPLETE, IngressStatus.ENDPOINT_ERROR)
+    interrupted = spec.get("inputType") == InputType.URL and not finished
     if session.generation != meta.get("generation") or spec.get("enabled") is False:
         out.delete += [pod.name] if pod else []
         out.status_ops = session_end_patch(rid, IngressStatus.ENDPOINT_INACTIVE, None, live)
         out.note = "the ingress changed: session ended"
     elif pod is not None and pod.phase == "Succeeded":
         out.delete.append(pod.name)
-        finished = ours and state.get("status") in (
-            IngressStatus.ENDPOINT_COMPLETE,
-            IngressStatus.ENDPOINT_ERROR,
-        )
-        if spec.get("inputType") == InputType.URL and not finished:
-            # Stopped before the end (eviction, node drain, `kubectl delete pod`): a URL
-            # ingress is not reusable, so INACTIVE would read as "not started" for ever.
+        if interrupted:
             error = f"pull interrupted: media pod {pod.name} stopped before the end of the source"
             out.status_ops = session_end_patch(rid, IngressStatus.ENDPOINT_ERROR, error, True)
         else:
@@ -178,7 +177,7 @@ def plan(body: Obj, pods: list[PodView], settings: Settings, pod_exists: bool | 
     elif pod is None and pod_exists is False:
         # A pod deleted gracefully wrote INACTIVE on its way out; one that vanished did not.
         error = f"media pod {session.pod} was deleted"
-        out.status_ops = session_end_patch(rid, IngressStatus.ENDPOINT_ERROR, error, live)
+        out.status_ops = session_end_patch(rid, IngressStatus.ENDPOINT_ERROR, error, live or interrupted)
         out.note = "media pod deleted"
     return out
 
@@ -237,6 +236,7 @@ def media_pod(body: Obj, session: Session, name: str, settings: Settings) -> Obj
             "periodSeconds": 2,
         },
         "resources": settings.media_resources,
+        "securityContext": settings.media_security_context,
     }
     if settings.media_image_pull_policy:
         container["imagePullPolicy"] = settings.media_image_pull_policy
@@ -270,6 +270,7 @@ def media_pod(body: Obj, session: Session, name: str, settings: Settings) -> Obj
             "serviceAccountName": settings.media_service_account,
             # The pod writes its final state and leaves the room on SIGTERM in well under this.
             "terminationGracePeriodSeconds": 15,
+            "securityContext": settings.media_pod_security_context,
             "containers": [container],
             **{key: value for key, value in optional.items() if value},
         },

@@ -31,7 +31,7 @@ local function assess()
       -- appears seconds later.
       return "Progressing", ready.message
     end
-    return "Degraded", ready.reason .. ": " .. ready.message
+    return "Degraded", tostring(ready.reason) .. ": " .. tostring(ready.message)
   end
 
   local spec = obj.spec

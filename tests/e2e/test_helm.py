@@ -234,7 +234,13 @@ async def test_helm_install_serves_an_ingress_end_to_end_and_uninstall_leaves_on
                 stack,
                 *kubectl(stack, "-n", ns, "get", "secrets", "-l", f"owner=helm,name={RELEASE}", "-o", "name"),
             )
-            assert not (left + cluster + release).strip(), left + cluster + release
+            # Nor anything the release's components made without its label: media pods,
+            # stream-key Secrets, ingresses (only the user's LiveKit Secret is left).
+            made = await run(
+                stack, *kubectl(stack, "-n", ns, "get", "pods,secrets,livekitingresses", "-o", "name")
+            )
+            made = "\n".join(line for line in made.splitlines() if line != "secret/lk-keys")
+            assert not (left + cluster + release + made).strip(), left + cluster + release + made
             return True
 
         await wait_for(nothing_left, "the release's objects to be gone", 30)

@@ -201,6 +201,11 @@ def test_media_pod_manifest() -> None:
     # Unset scheduling options leave the cluster's defaults alone.
     assert not {"nodeSelector", "tolerations", "imagePullSecrets"} & set(spec)
     assert "annotations" not in meta and "imagePullPolicy" not in container
+    # Admitted where Pod Security "restricted" is enforced.
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
 
 def test_media_pod_scheduling_and_pull_options_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -309,21 +314,29 @@ def test_a_recorded_url_session_gets_its_pod() -> None:
     assert env["RESOURCE_ID"] == "UR_abcdefghijkl"
 
 
+@pytest.mark.parametrize("vanished", [False, True], ids=["pod succeeded", "pod gone"])
 @pytest.mark.parametrize(
     ("state", "expected"),
     [
         ("ENDPOINT_COMPLETE", None),  # the end of the source: nothing more to write
         ("ENDPOINT_ERROR", None),  # the pod's own error stays
-        ("ENDPOINT_INACTIVE", "pull interrupted"),  # SIGTERM (eviction, drain) mid-pull
-        ("ENDPOINT_PUBLISHING", "pull interrupted"),  # exited without writing its end
+        ("ENDPOINT_INACTIVE", "media pod"),  # SIGTERM (eviction, drain) mid-pull
+        ("ENDPOINT_PUBLISHING", "media pod"),  # exited without writing its end
     ],
 )
-def test_a_url_pod_that_stopped_early_ends_the_pull_in_error(state: str, expected: str | None) -> None:
+def test_a_url_pod_that_stopped_early_ends_the_pull_in_error(
+    state: str, expected: str | None, vanished: bool
+) -> None:
+    """Whether the operator sees the pod's Succeeded phase or only finds it gone (an eviction
+    deletes it at once), a pull that did not reach its end is an error, never INACTIVE."""
     rid = "UR_abcdefghijkl"
     body = url_cr(session=True, state={"status": state, "resourceId": rid})
     body["status"]["session"]["pod"] = pod_name("pull", rid)
-    todo = plan(body, [PodView(pod_name("pull", rid), rid, "Succeeded", 0)], SETTINGS)
-    assert todo.delete == [pod_name("pull", rid)]
+    if vanished:
+        todo = plan(body, [], SETTINGS, pod_exists=False)
+    else:
+        todo = plan(body, [PodView(pod_name("pull", rid), rid, "Succeeded", 0)], SETTINGS)
+        assert todo.delete == [pod_name("pull", rid)]
     written = {op["path"]: op.get("value") for op in todo.status_ops}
     assert "/status/session" in written  # the session is over either way
     if expected is None:
