@@ -344,3 +344,12 @@ def test_kind_values_match_the_ports_kind_config_maps() -> None:
     assert mapped[node_ports["http"]] == urlsplit(values["publicUrls"]["whip"]).port
     assert values["shim"]["service"]["nodePort"] in mapped
     assert set(mapped) == {node_ports["rtmp"], node_ports["http"], values["shim"]["service"]["nodePort"]}
+
+
+def test_the_front_doors_service_ports_can_differ_from_its_container_ports() -> None:
+    """rtmps:// on 443 at a TLS-terminating load balancer reaches the front door's 1935."""
+    default = index(render())["Service", f"{PREFIX}-frontdoor"]["spec"]["ports"]
+    assert {(p["port"], p["targetPort"]) for p in default} == {(1935, "rtmp"), (8080, "http")}
+    values = {"frontdoor": {"service": {"type": "LoadBalancer", "ports": {"rtmp": 443}}}}
+    ports = index(render(values))["Service", f"{PREFIX}-frontdoor"]["spec"]["ports"]
+    assert {(p["port"], p["targetPort"]) for p in ports} == {(443, "rtmp"), (8080, "http")}
