@@ -371,11 +371,13 @@ class AvInput:
 
     def _demux(self, container: InputContainer, video: VideoStream | None, audio: AudioStream | None) -> None:
         opts = self.options
-        watches: dict[int, _DecodeWatch] = {}
+        read: list[tuple[Kind, VideoStream | AudioStream]] = []
         if video is not None:
-            watches[video.index] = _DecodeWatch("video", _codec(video))
+            read.append(("video", video))
         if audio is not None:
-            watches[audio.index] = _DecodeWatch("audio", _codec(audio))
+            read.append(("audio", audio))
+        kinds: dict[int, Kind] = {stream.index: kind for kind, stream in read}
+        watches = {stream.index: _DecodeWatch(kind, _codec(stream)) for kind, stream in read}
         resampler = _Resampler(opts.audio_channels)
         pacer = Pacer() if opts.realtime else None
         # Paced from the open, a file would play its first frames before the session is in the room
@@ -385,23 +387,16 @@ class AvInput:
         decoded = {kind: metrics.FRAMES_DECODED.labels(kind) for kind in ("video", "audio")}
         late = {kind: metrics.FRAMES_DROPPED.labels(kind, "late") for kind in ("video", "audio")}
 
-        def kind_of_stream(stream: Stream) -> Kind:
-            return "video" if video is not None and stream.index == video.index else "audio"
-
-        def kind_of(packet: Packet[Any]) -> Kind:
-            return kind_of_stream(packet.stream)
-
-        streams = [s for s in (video, audio) if s]
-        packets = _timed(container.demux(streams), opts.read_timeout)
+        packets = _timed(container.demux([stream for _, stream in read]), opts.read_timeout)
         if pacer is not None:
-            packets = _interleaved(packets, [kind_of_stream(s) for s in streams], kind_of)
+            packets = _interleaved(packets, list(kinds.values()), lambda packet: kinds[packet.stream.index])
         for packet in packets:
             if self._stop.is_set():
                 return
-            kind = kind_of(packet)
-            if packet.dts is not None and packet.time_base is not None:
+            kind = kinds[packet.stream.index]
+            if (dts := _dts(packet)) is not None:
                 rates = self.video_rates if kind == "video" else self.audio_rates
-                rates.add(float(packet.dts * packet.time_base), packet.size)
+                rates.add(dts, packet.size)
             watch = watches[packet.stream.index]
             frames = _decode(packet, watch)
             # The empty packets at the end flush the decoders: count only what they yield.
@@ -454,9 +449,15 @@ def _interleaved(
     stats.Interleaver): a paced input is decoded and released in that order."""
     interleaver: Interleaver[Packet[Any]] = Interleaver(kinds)
     for packet in packets:
-        dts = float(packet.dts * packet.time_base) if packet.dts is not None and packet.time_base else None
-        yield from interleaver.put(packet, kind_of(packet), dts)
+        yield from interleaver.put(packet, kind_of(packet), _dts(packet))
     yield from interleaver.flush()
+
+
+def _dts(packet: Packet[Any]) -> float | None:
+    """A packet's decode time in seconds, if it has one."""
+    if packet.dts is None or packet.time_base is None:
+        return None
+    return float(packet.dts * packet.time_base)
 
 
 def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future[T], value: T) -> None:
