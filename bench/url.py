@@ -29,14 +29,12 @@ import asyncio
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -302,8 +300,8 @@ async def first_frames(
         for i in range(args.other_runs):
             one_line("HLS VOD (2 s segments)", await bench.first_frame_run(server.url(HLS), f"hls-{i}"))
         for i in range(args.other_runs):
-            async with srt_sender(source) as srt:
-                one_line("SRT (ffmpeg -re, listener)", await bench.first_frame_run(srt, f"srt-{i}"))
+            async with sources.srt_sender(source) as srt:
+                one_line("SRT (ffmpeg -re, listener)", await bench.first_frame_run(srt.url, f"srt-{i}"))
     return runs
 
 
@@ -404,19 +402,6 @@ def make_hls(source: Path, playlist: Path, seconds: float) -> None:
     args = [*sources.FFMPEG, "-i", str(source), "-t", str(seconds), "-c", "copy", "-f", "hls"]
     args += ["-hls_time", "2", "-hls_playlist_type", "vod", "-hls_segment_filename", str(folder / "s%03d.ts")]
     subprocess.run([*args, str(playlist)], check=True, stdin=subprocess.DEVNULL)
-
-
-@contextlib.asynccontextmanager
-async def srt_sender(source: Path) -> AsyncIterator[str]:
-    """ffmpeg sending `source` in real time as an SRT listener; the URL to call it at."""
-    port = sources.free_port(socket.SOCK_DGRAM)
-    sender = await sources.srt_listener(source, port)
-    try:
-        yield f"srt://127.0.0.1:{port}"
-    finally:
-        if sender.returncode is None:
-            sender.kill()
-        await sender.wait()
 
 
 async def run(env: dict[str, str], args: argparse.Namespace) -> None:

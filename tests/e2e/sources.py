@@ -175,11 +175,27 @@ class LivePlaylist:
             self.write(ended=True)
 
 
-async def srt_listener(path: Path, port: int) -> asyncio.subprocess.Process:
-    """ffmpeg serving `path` (MPEG-TS) in real time as an SRT listener on 127.0.0.1:`port`; it
-    waits for one caller, sends the file and exits."""
-    return await asyncio.create_subprocess_exec(
+@dataclass
+class SrtSender:
+    """A running `srt_sender`: the URL to call it at, and its ffmpeg."""
+
+    url: str
+    process: asyncio.subprocess.Process
+
+
+@contextlib.asynccontextmanager
+async def srt_sender(path: Path) -> AsyncIterator[SrtSender]:
+    """ffmpeg serving `path` (MPEG-TS) in real time as an SRT listener on a free UDP port of
+    127.0.0.1; it waits for one caller, sends the file and exits (killed on leaving if not)."""
+    port = free_port(socket.SOCK_DGRAM)
+    process = await asyncio.create_subprocess_exec(
         *FFMPEG, "-re", "-i", str(path), "-c", "copy", "-f", "mpegts",
         f"srt://127.0.0.1:{port}?mode=listener&listen_timeout=60000000",
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
+    try:
+        yield SrtSender(f"srt://127.0.0.1:{port}", process)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()

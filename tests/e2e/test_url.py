@@ -167,16 +167,10 @@ async def test_live_hls_survives_a_missing_segment_and_completes_at_its_end(
 async def test_srt_caller_pulls_a_stream_until_the_sender_ends_it(
     make_ingress: Any, files: Path, stack_env: dict[str, str], room: str
 ) -> None:
-    port = sources.free_port(socket.SOCK_DGRAM)
-    sender = await sources.srt_listener(files / "clip.ts", port)
-    try:
-        ingress, watched = await pull(make_ingress, stack_env, room, f"srt://127.0.0.1:{port}")
-        _, err = await asyncio.wait_for(sender.communicate(), 30)
-    finally:
-        if sender.returncode is None:
-            sender.kill()
-            await sender.wait()
-    assert sender.returncode == 0, err.decode(errors="replace")
+    async with sources.srt_sender(files / "clip.ts") as sender:
+        ingress, watched = await pull(make_ingress, stack_env, room, sender.url)
+        _, err = await asyncio.wait_for(sender.process.communicate(), 30)
+    assert sender.process.returncode == 0, err.decode(errors="replace")
     info = await ingress.state_is(S.ENDPOINT_COMPLETE, 30)
     assert info.state.video.mime_type == "video/H264"
     assert (320, 240) in watched.sizes
