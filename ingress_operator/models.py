@@ -554,6 +554,12 @@ def rfc3339(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    """The condition `type_` of a CR's status as read from the API ({} when there is none)."""
+    found: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == type_), {})
+    return found
+
+
 def session_guard(resource_id: str | None) -> dict[str, Any]:
     """The JSON-patch operation that makes a status write apply only while this session is
     the CR's: a write meant for an ended session must not touch its successor's."""

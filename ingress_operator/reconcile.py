@@ -17,6 +17,7 @@ from ingress_operator.models import (
     STREAM_KEY_FIELD,
     IngressStatus,
     InputType,
+    condition,
     ingress_url,
     now,
     parse_spec,
@@ -66,7 +67,7 @@ def up_to_date(body: Obj) -> bool:
     meta, status = body["metadata"], body.get("status") or {}
     ingress_id = meta.get("labels", {}).get(ID_LABEL)
     state = status.get("state")
-    publishing: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "Publishing"), {})
+    publishing = condition(status, "Publishing")
     return bool(
         ingress_id
         and status.get("ingressId") == ingress_id
@@ -81,7 +82,7 @@ def up_to_date(body: Obj) -> bool:
 def waiting(status: Obj) -> bool:
     """Whether the ingress waits on something outside it: a streamKeySecretRef Secret to
     appear, or the older holder of its id to go."""
-    ready: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    ready = condition(status, "Ready")
     return ready.get("reason") in (StreamKeySecretMissing.reason, DuplicateIngressId.reason)
 
 

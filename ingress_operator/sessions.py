@@ -35,6 +35,7 @@ from ingress_operator.models import (
     IngressStatus,
     InputType,
     Session,
+    condition,
     session_end_patch,
     session_guard,
     session_start_patch,
@@ -186,7 +187,7 @@ def url_session_due(body: Obj) -> bool:
     """Whether a URL ingress should start pulling: it is ready and has never had a session
     (it is not reusable: one pull, ending COMPLETE or ERROR, then it stays as it is)."""
     meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
-    ready: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    ready = condition(status, "Ready")
     return (
         spec.get("inputType") == InputType.URL
         and not meta.get("deletionTimestamp")
