@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter as Tally
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,23 +26,28 @@ def note_ingress(uid: str, body: Mapping[str, Any]) -> None:
     status = body.get("status") or {}
     state = (status.get("state") or {}).get("status") or IngressStatus.ENDPOINT_INACTIVE.value
     live = (body.get("spec") or {}).get("inputType") if status.get("session") else None
+    _count(_seen.get(uid), -1)
     _seen[uid] = (state, live)
-    _export()
+    _count(_seen[uid], +1)
 
 
 def forget_ingress(uid: str) -> None:
     """An ingress is gone: it counts no more."""
-    _seen.pop(uid, None)
-    _export()
+    _count(_seen.pop(uid, None), -1)
 
 
-def _export() -> None:
-    states = Tally(state for state, _ in _seen.values())
-    for state in IngressStatus:
-        INGRESSES.labels(state.value).set(states.get(state.value, 0))
-    live = Tally(input_type for _, input_type in _seen.values() if input_type)
-    for input_type in InputType:
-        SESSIONS.labels(input_type.value).set(live.get(input_type.value, 0))
+def _count(seen: tuple[str, str | None] | None, by: int) -> None:
+    # Moved by one ingress at a time: an event costs the same with 10 ingresses or 10 000.
+    if seen is None:
+        return
+    state, live = seen
+    INGRESSES.labels(state).inc(by)
+    if live:
+        SESSIONS.labels(live).inc(by)
 
 
-_export()  # every label from the start: a dashboard shows 0, not "no data"
+# Every label from the start: a dashboard shows 0, not "no data".
+for _state in IngressStatus:
+    INGRESSES.labels(_state.value).set(0)
+for _input_type in InputType:
+    SESSIONS.labels(_input_type.value).set(0)
