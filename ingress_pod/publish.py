@@ -25,6 +25,7 @@ from livekit.rtc.participant import PublishTrackError
 
 from ingress_operator.models import AudioOptions, TrackInfo, VideoOptions
 from ingress_operator.presets import AudioPlan, VideoPlan
+from ingress_pod.inputs.encoded import EncodedUnit
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ _AUDIO_SOURCES = {
     "SCREEN_SHARE_AUDIO": ("SCREEN_SHARE_AUDIO", rtc.TrackSource.SOURCE_SCREENSHARE_AUDIO),
 }
 _VIDEO_CODECS = {"H264": rtc.VideoCodec.H264, "VP8": rtc.VideoCodec.VP8}
+_FRAME_TYPES = {True: rtc.EncodedFrameType.ENCODED_FRAME_KEY, False: rtc.EncodedFrameType.ENCODED_FRAME_DELTA}
 
 
 # The SDK's connect errors quote the whole access token: never let one reach a status or a log.
@@ -156,6 +158,27 @@ class VideoOutput:
 
 
 @dataclass(frozen=True)
+class EncodedVideoOutput:
+    """A published pass-through video track: the client's frames go in as they are."""
+
+    source: rtc.EncodedVideoSource
+    info: TrackInfo
+
+    def send(self, unit: EncodedUnit) -> bool:
+        """Forward one frame; False when the SDK refused it (a codec or size it can't take)."""
+        return self.source.capture_frame(
+            rtc.EncodedVideoFrame(
+                unit.data,
+                unit.width,
+                unit.height,
+                _VIDEO_CODECS[unit.codec],
+                _FRAME_TYPES[unit.keyframe],
+                unit.timestamp_us,
+            )
+        )
+
+
+@dataclass(frozen=True)
 class AudioOutput:
     """A published audio track: where its frames go, its status entry."""
 
@@ -170,7 +193,7 @@ class Publisher:
     def __init__(self) -> None:
         self.room = rtc.Room()
         self.disconnected: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._sources: list[rtc.VideoSource | rtc.AudioSource] = []
+        self._sources: list[rtc.VideoSource | rtc.EncodedVideoSource | rtc.AudioSource] = []
         self.room.on("disconnected", self._on_disconnected)
 
     def _on_disconnected(self, reason: int) -> None:
@@ -218,6 +241,35 @@ class Publisher:
             simulcast=len(plan.layers) > 1,
         )
         return VideoOutput(video, I420Converter(top.width, top.height), info)
+
+    async def publish_encoded_video(
+        self, first: EncodedUnit, options: VideoOptions | None
+    ) -> EncodedVideoOutput:
+        """Publish a track of the client's own encoded video, one layer, as `first` is."""
+        source_name, source = _VIDEO_SOURCES[options.source if options else "UNKNOWN"]
+        video = rtc.EncodedVideoSource(first.width, first.height)
+        self._sources.append(video)
+        track = rtc.LocalVideoTrack.create_video_track((options and options.name) or "", video)
+        publication = await self._publish(
+            track,
+            rtc.TrackPublishOptions(
+                source=source,
+                simulcast=False,
+                video_codec=_VIDEO_CODECS[first.codec],
+                video_encoder=rtc.VideoEncoderBackend.ENCODER_BACKEND_PRE_ENCODED,
+            ),
+        )
+        info = TrackInfo(
+            sid=publication.sid,
+            type="VIDEO",
+            name=publication.name,
+            source=source_name,
+            mime_type=publication.mime_type or f"video/{first.codec}",
+            width=first.width,
+            height=first.height,
+            simulcast=False,
+        )
+        return EncodedVideoOutput(video, info)
 
     async def publish_audio(self, plan: AudioPlan, options: AudioOptions | None) -> AudioOutput:
         """Publish the audio track (Opus at the plan's bitrate; RED off, as LiveKit's ingress)."""

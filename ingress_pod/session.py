@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx2
+from av.video.frame import VideoFrame
 from lightkube import ApiError
 from pydantic import ValidationError
 
@@ -25,8 +26,10 @@ from ingress_pod import metrics
 from ingress_pod.config import MediaSettings
 from ingress_pod.inputs import codecs
 from ingress_pod.inputs.av_input import AvInput, InputOptions
+from ingress_pod.inputs.encoded import EncodedUnit
 from ingress_pod.inputs.errors import InputError, no_media
 from ingress_pod.inputs.stats import FrameRateLimiter
+from ingress_pod.inputs.whip import WhipInput, WhipOptions
 from ingress_pod.publish import (
     AudioOutput,
     JoinError,
@@ -53,6 +56,35 @@ DRAIN_TIMEOUT = 1.0
 # SIGTERM must end the session within 5 s: leaving the room, then the final state write.
 LEAVE_TIMEOUT = 2.0
 FINAL_WRITE_TIMEOUT = 2.0
+
+
+Input = AvInput | WhipInput
+
+
+def _input(spec: IngressSpec, settings: MediaSettings, audio_plan: presets.AudioPlan) -> Input:
+    """The session's input: the front door's FLV (RTMP), its WHIP channel, or the user's URL."""
+    if spec.input_type is InputType.WHIP:
+        options = WhipOptions(
+            channel_url=settings.source_url,
+            bind_ip=settings.pod_ip,
+            pass_through=not spec.transcoding_enabled,
+            audio_channels=audio_plan.channels,
+            open_timeout=settings.open_timeout,
+        )
+        return WhipInput(options, asyncio.get_running_loop())
+    rtmp = spec.input_type is InputType.RTMP
+    return AvInput(
+        InputOptions(
+            url=settings.source_url,
+            format=settings.input_format or ("flv" if rtmp else None),
+            codecs=codecs.RTMP if rtmp else codecs.URL,
+            realtime=spec.input_type is InputType.URL,
+            audio_channels=audio_plan.channels,
+            open_timeout=settings.open_timeout,
+            read_timeout=settings.read_timeout,
+        ),
+        asyncio.get_running_loop(),
+    )
 
 
 class IngressClient(StatusWriter, Protocol):
@@ -147,19 +179,7 @@ class Session:
 
         spec = cr.spec
         audio_plan = presets.audio_plan(spec.audio)
-        rtmp = spec.input_type is InputType.RTMP
-        source = AvInput(
-            InputOptions(
-                url=settings.source_url,
-                format=settings.input_format or ("flv" if rtmp else None),
-                codecs=codecs.RTMP if rtmp else codecs.URL,
-                realtime=spec.input_type is InputType.URL,
-                audio_channels=audio_plan.channels,
-                open_timeout=settings.open_timeout,
-                read_timeout=settings.read_timeout,
-            ),
-            asyncio.get_running_loop(),
-        )
+        source = _input(spec, settings, audio_plan)
         source.ended.add_done_callback(lambda f: self._input_ended(spec, source, f.result()))
         source.start()
         publisher = self._publisher_factory()
@@ -187,7 +207,7 @@ class Session:
         log_end("session ended", extra={"status": end.status and end.status.value, "error": end.error})
         return end.exit_code
 
-    def _input_ended(self, spec: IngressSpec, source: AvInput, error: InputError | None) -> None:
+    def _input_ended(self, spec: IngressSpec, source: Input, error: InputError | None) -> None:
         if self._ended.done():  # the session ended first (and stopped the input)
             return
         if error is not None:
@@ -199,7 +219,7 @@ class Session:
             # A pushed stream ending goes back to waiting: whatever it still had is stale.
             self._finish(End(IngressStatus.ENDPOINT_INACTIVE))
 
-    async def _complete(self, source: AvInput) -> None:
+    async def _complete(self, source: Input) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(DRAIN_TIMEOUT):
                 # A pump that never started leaves its queue full: the timeout ends the wait.
@@ -211,7 +231,7 @@ class Session:
     async def _serve(
         self,
         spec: IngressSpec,
-        source: AvInput,
+        source: Input,
         publisher: Publisher,
         reporter: StateReporter,
         audio_plan: presets.AudioPlan,
@@ -251,7 +271,9 @@ class Session:
             join.cancel()
         log.info("joined room", extra={"room": room, "room_id": room_id})
         source.play()
-        if info.video:
+        if info.video and isinstance(source, WhipInput) and source.options.pass_through:
+            self._spawn(self._forward_video(spec, source, publisher, reporter, room_id))
+        elif info.video:
             self._spawn(self._pump_video(spec, source, publisher, reporter, room_id))
         if info.audio:
             self._spawn(self._pump_audio(spec, source, publisher, reporter, room_id, audio_plan))
@@ -270,10 +292,41 @@ class Session:
         if not await reporter.publishing(room_id, list(self._tracks)):
             self._finish(TAKEN_OVER)
 
+    async def _forward_video(
+        self,
+        spec: IngressSpec,
+        source: WhipInput,
+        publisher: Publisher,
+        reporter: StateReporter,
+        room_id: str,
+    ) -> None:
+        """Pass-through: the client's frames go into the room as they are, and the room's
+        keyframe requests go back to the client."""
+        unit = await source.video.get()
+        assert isinstance(unit, EncodedUnit)
+        try:
+            output = await publisher.publish_encoded_video(unit, spec.video)
+        except PublishError as err:
+            self._finish(failed(f"could not publish the video track: {err}"))
+            return
+        self._spawn(self._published(reporter, room_id, output.info))
+        published = metrics.FRAMES_PUBLISHED.labels("video")
+        refused = metrics.FRAMES_DROPPED.labels("video", "refused")
+        while True:
+            if output.source.take_feedback().keyframe_requested:
+                source.request_keyframe()
+            if output.send(unit):
+                published.inc()
+            else:
+                refused.inc()
+            unit = await source.video.get()
+            assert isinstance(unit, EncodedUnit)
+
     async def _pump_video(
-        self, spec: IngressSpec, source: AvInput, publisher: Publisher, reporter: StateReporter, room_id: str
+        self, spec: IngressSpec, source: Input, publisher: Publisher, reporter: StateReporter, room_id: str
     ) -> None:
         frame = await source.video.get()
+        assert isinstance(frame, VideoFrame)
         # The layers depend on the source's size: planned from the first picture.
         plan = presets.video_plan(spec.video, frame.width, frame.height)
         try:
@@ -293,11 +346,12 @@ class Session:
             else:
                 over_rate.inc()
             frame = await source.video.get()
+            assert isinstance(frame, VideoFrame)
 
     async def _pump_audio(
         self,
         spec: IngressSpec,
-        source: AvInput,
+        source: Input,
         publisher: Publisher,
         reporter: StateReporter,
         room_id: str,

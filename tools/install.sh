@@ -37,6 +37,7 @@ apt_packages() {
   command -v openssl >/dev/null || missing+=(openssl)
   command -v ss >/dev/null || missing+=(iproute2)
   command -v lua5.1 >/dev/null || missing+=(lua5.1)  # runs the Argo CD health check in tests
+  command -v chromium >/dev/null || missing+=(chromium)  # a WHIP client (WebRTC + fetch) in tests
   if [ ${#missing[@]} -gt 0 ]; then
     step "apt: ${missing[*]}"
     apt-get update -qq

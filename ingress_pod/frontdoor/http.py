@@ -1,5 +1,5 @@
-"""The front door's HTTP side: media pods read their session's FLV stream here; health and
-metrics. (WHIP joins it later.)
+"""The front door's HTTP side: media pods read their session here (an RTMP session's FLV stream,
+a WHIP session's channel of JSON lines); the WHIP endpoint (`whip`); health and metrics.
 
 A session's URL holds its resource id and a random token: it is in the CR's status (for the
 operator to hand to the pod), so whoever may read LiveKitIngress status could read the stream
@@ -17,12 +17,15 @@ from prometheus_client import Counter, Gauge
 
 from ingress_operator.promhttp import identify, serve_metrics
 from ingress_pod.frontdoor.sessions import RESOURCE_PREFIX, SessionRegistry
+from ingress_pod.frontdoor.whip import MAX_SDP_BYTES, Whip
 
 log = logging.getLogger(__name__)
 
 REGISTRY = web.AppKey("registry", SessionRegistry)
 SESSIONS = Gauge("lki_frontdoor_sessions", "Live sessions on this front door by input type", ["input_type"])
-BYTES_OUT = Counter("lki_frontdoor_bytes_to_pods_total", "FLV bytes handed to media pods")
+BYTES_OUT = Counter(
+    "lki_frontdoor_bytes_to_pods_total", "Session bytes handed to media pods (FLV, WHIP messages)"
+)
 identify("frontdoor")
 
 
@@ -36,7 +39,8 @@ async def session_source(request: web.Request) -> web.StreamResponse:
         raise web.HTTPConflict(text="session already has a reader\n")
     session.attach()
     log.info("media pod attached", extra=session.log_extra)
-    resp = web.StreamResponse(headers={"Content-Type": "video/x-flv", "Cache-Control": "no-store"})
+    content_type = "video/x-flv" if session.cache is not None else "application/x-ndjson"
+    resp = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-store"})
     await resp.prepare(request)
     try:
         while (chunk := await session.next_chunk()) is not None:
@@ -64,8 +68,9 @@ def _live(registry: SessionRegistry, prefix: str) -> int:
 
 
 def make_app(registry: SessionRegistry) -> web.Application:
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_SDP_BYTES)
     app[REGISTRY] = registry
+    Whip(registry).routes(app)
     app.router.add_get("/sessions/{resource_id}/{token}", session_source)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", serve_metrics)

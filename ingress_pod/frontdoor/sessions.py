@@ -44,7 +44,28 @@ MAX_QUEUED_BYTES = 32 << 20
 
 
 class Refused(Exception):
-    """A publish the front door turns down; the message goes back to the encoder."""
+    """A publish the front door turns down; the message goes back to the encoder (RTMP: an
+    `onStatus` error; WHIP: the HTTP status of the subclass)."""
+
+    http_status = 403
+
+
+class UnknownKey(Refused):
+    """No ingress of this input type has the stream key."""
+
+    http_status = 404
+
+
+class Busy(Refused):
+    """The ingress already has a live publisher."""
+
+    http_status = 409
+
+
+class NotReady(Refused):
+    """The ingress can't take a publisher yet (not reconciled, or being updated)."""
+
+    http_status = 503
 
 
 @dataclass(eq=False)
@@ -56,7 +77,8 @@ class LiveSession:
     cr_name: str
     # The pod's URL holds it: the resource id alone is public (ListIngress shows it).
     token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
-    cache: StartCache = field(default_factory=StartCache)
+    # RTMP: the FLV start-up cache a late pod begins with. WHIP sends the pod messages instead.
+    cache: StartCache | None = field(default_factory=StartCache)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_reason: str = ""
     overflowed: bool = False  # the pod fell too far behind: the session ends with ERROR
@@ -75,6 +97,7 @@ class LiveSession:
         if self.ended.is_set():
             return
         if not self.attached:
+            assert self.cache is not None, "feed() is for RTMP sessions"
             self.cache.add(kind, timestamp_ms, body)
             return
         framed = flv.tag(kind, timestamp_ms, body)
@@ -88,12 +111,18 @@ class LiveSession:
     def attach(self) -> None:
         """The pod connects: it gets the start-up cache, then everything live."""
         self.attached = True
-        snapshot = self.cache.snapshot()
-        self.cache = StartCache()  # read once: no use keeping it
-        self._queued += len(snapshot)
-        self._queue.put_nowait(snapshot)
+        if self.cache is not None:
+            snapshot = self.cache.snapshot()
+            self.cache = StartCache()  # read once: no use keeping it
+            self._queued += len(snapshot)
+            self._queue.put_nowait(snapshot)
         if self.ended.is_set():
             self._queue.put_nowait(None)
+
+    def send(self, message: bytes) -> None:
+        """A message for the pod (WHIP's channel): queued whether or not it attached yet."""
+        if not self.ended.is_set():
+            self._queue.put_nowait(message)
 
     async def next_chunk(self) -> bytes | None:
         """The next bytes for the pod; None at the end of the stream."""
@@ -131,20 +160,22 @@ class SessionRegistry:
         """Start a session for a publish with this stream key, or raise Refused."""
         entry = self.store.find_by_stream_key(stream_key)
         if entry is None:
-            raise Refused("unknown stream key")
+            raise UnknownKey("unknown stream key")
         cr = entry.cr
         if cr.spec.input_type is not input_type:
-            raise Refused(f"stream key of a {cr.spec.input_type.value} ingress")
+            raise UnknownKey(f"stream key of a {cr.spec.input_type.value} ingress")
         if cr.spec.enabled is False:
             raise Refused("ingress is disabled")
         ready = next((c for c in cr.status.conditions if c.type == "Ready"), None)
         if cr.status.ingress_id != entry.ingress_id or ready is None:
-            raise Refused("ingress is not ready yet")
+            raise NotReady("ingress is not ready yet")
         if ready.status != "True":
             raise Refused(f"ingress is not ready: {ready.message or ready.reason}")
         if entry.ingress_id in self.by_ingress:
-            raise Refused("ingress already has a live publisher")
+            raise Busy("ingress already has a live publisher")
         session = LiveSession(ids.guid(RESOURCE_PREFIX[input_type]), entry.ingress_id, entry.name)
+        if input_type is not InputType.RTMP:
+            session.cache = None
         # Taken before the first await, so a second publisher racing this one is refused.
         self.by_ingress[entry.ingress_id] = session
         self.by_resource[session.resource_id] = session
@@ -157,7 +188,7 @@ class SessionRegistry:
             raise
         if obj is None:  # the spec changed under us (an update): its session must not start
             self._drop(session)
-            raise Refused("ingress is being updated; publish again")
+            raise NotReady("ingress is being updated; publish again")
         self.store.remember(obj)
         session.confirmed = True
         asyncio.get_running_loop().call_later(self.attach_timeout, self._attach_deadline, session)

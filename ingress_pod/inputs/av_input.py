@@ -220,7 +220,7 @@ class _DecodeWatch:
         return Corrupt(f"corrupt {self.kind} stream: could not decode {self.codec}{detail}")
 
 
-class _Resampler:
+class Resampler:
     """Converts decoded audio to the published format (s16, 48 kHz, `channels`). PyAV's
     resampler takes the format of its first frame only and refuses others: it is rebuilt when
     the input's changes mid-stream (an HLS discontinuity into an ad at 44.1 kHz mono)."""
@@ -378,7 +378,7 @@ class AvInput:
             read.append(("audio", audio))
         kinds: dict[int, Kind] = {stream.index: kind for kind, stream in read}
         watches = {stream.index: _DecodeWatch(kind, _codec(stream)) for kind, stream in read}
-        resampler = _Resampler(opts.audio_channels)
+        resampler = Resampler(opts.audio_channels)
         pacer = Pacer() if opts.realtime else None
         # Paced from the open, a file would play its first frames before the session is in the room
         # (the video queue keeps the newest frame, stale audio is dropped). A live source (no

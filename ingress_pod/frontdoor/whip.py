@@ -1,0 +1,240 @@
+"""The WHIP endpoint (RFC 9725) on the front door's HTTP port.
+
+`POST /w/<stream_key>` (or `POST /w` with `Authorization: Bearer <stream_key>`) opens a session
+as an RTMP publish does; the offer goes to the session's media pod over its channel (JSON lines
+on the URL the pod reads, see ingress_pod.inputs.whip) and the pod's answer comes back as the
+`201 Created` body. The session resource, `/w/<resource_id>/<secret>`, takes `PATCH` (trickled
+candidates) and `DELETE`; the secret in its path is the client's capability, as the stream key
+was for the POST. Every response carries CORS headers: a page on any origin may publish, since
+what authorises it is the key, not a cookie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from ingress_operator.models import InputType
+from ingress_pod.frontdoor.sessions import LiveSession, Refused, SessionRegistry
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/w"
+# Browsers send 4-10 KiB offers; a megabyte-sized body is not an offer.
+MAX_SDP_BYTES = 64 << 10
+# The client waits for the answer while a media pod starts: up to this long.
+ANSWER_TIMEOUT = 30.0
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "OPTIONS, POST, PATCH, DELETE",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+    "Access-Control-Expose-Headers": "Location, ETag, Accept-Patch, Accept-Post",
+    "Access-Control-Max-Age": "86400",
+}
+SDP = "application/sdp"
+TRICKLE = "application/trickle-ice-sdpfrag"
+
+
+@dataclass(eq=False)
+class WhipSession:
+    """A front-door session opened by a WHIP POST: what its resource URL and answer need."""
+
+    session: LiveSession
+    ice_ufrag: str  # the offer's: a PATCH with another one asks for an ICE restart
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    answer: asyncio.Future[dict[str, str]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    @property
+    def location(self) -> str:
+        return f"{PREFIX}/{self.session.resource_id}/{self.secret}"
+
+
+class Whip:
+    """The WHIP sessions of this front door, over the shared session registry."""
+
+    def __init__(self, registry: SessionRegistry, answer_timeout: float = ANSWER_TIMEOUT) -> None:
+        self.registry = registry
+        self.answer_timeout = answer_timeout
+        self.sessions: dict[str, WhipSession] = {}
+
+    def routes(self, app: web.Application) -> None:
+        """Add the WHIP endpoint, its session resources and the pods' answer URL to `app`."""
+        for path in (PREFIX, PREFIX + "/{stream_key}", PREFIX + "/{resource_id}/{secret}"):
+            app.router.add_route("OPTIONS", path, self.options)
+        app.router.add_post(PREFIX, self.publish)
+        app.router.add_post(PREFIX + "/{stream_key}", self.publish)
+        app.router.add_patch(PREFIX + "/{resource_id}/{secret}", self.patch)
+        app.router.add_delete(PREFIX + "/{resource_id}/{secret}", self.delete)
+        app.router.add_post("/sessions/{resource_id}/{token}/answer", self.pod_answer)
+        app.middlewares.append(cors)
+
+    async def options(self, request: web.Request) -> web.Response:
+        return web.Response(status=204, headers={"Accept-Post": SDP, "Accept-Patch": TRICKLE})
+
+    async def publish(self, request: web.Request) -> web.Response:
+        """A client's offer: 201 with the pod's answer, or a 4xx/5xx saying why not."""
+        key = request.match_info.get("stream_key") or _bearer(request)
+        if not key:
+            raise _error(
+                web.HTTPUnauthorized, "no stream key: POST to <url>/<stream key> or send a Bearer token"
+            )
+        offer = await _read_sdp(request, SDP)
+        ufrag = check_offer(offer)
+        try:
+            session = await self.registry.open(key, InputType.WHIP)
+        except Refused as refusal:
+            log.info("WHIP publish refused", extra={"reason": str(refusal), "peer": request.remote})
+            raise _error(_status(refusal.http_status), str(refusal)) from None
+        whip = WhipSession(session, ufrag)
+        self.sessions[session.resource_id] = whip
+        asyncio.get_running_loop().create_task(self._forget_when_ended(whip))
+        session.send(_line({"offer": offer}))
+        log.info("WHIP publishing", extra={**session.log_extra, "peer": request.remote})
+        try:
+            answer = await asyncio.wait_for(asyncio.shield(whip.answer), self.answer_timeout)
+        except TimeoutError:
+            self.registry.fail(session, f"no media pod answered within {self.answer_timeout:g} s")
+            raise _error(web.HTTPServiceUnavailable, "no media pod answered in time; try again") from None
+        except asyncio.CancelledError:  # the client hung up before its answer
+            self.registry.close(session, "the WHIP client left before the answer")
+            raise
+        if "error" in answer:
+            raise _error(web.HTTPUnprocessableEntity, answer["error"])
+        return web.Response(
+            status=201,
+            text=answer["sdp"],
+            content_type=SDP,
+            headers={"Location": whip.location, "ETag": f'"{session.resource_id}"', "Accept-Patch": TRICKLE},
+        )
+
+    async def patch(self, request: web.Request) -> web.Response:
+        """Trickled candidates go on to the pod; an ICE restart is refused (aiortc has none)."""
+        whip = self._resource(request)
+        fragment = await _read_sdp(request, TRICKLE)
+        ufrag, candidates = parse_sdpfrag(fragment)
+        if ufrag and ufrag != whip.ice_ufrag:
+            raise _error(
+                web.HTTPUnprocessableEntity,
+                "ICE restart is not supported: DELETE this session and POST a new offer",
+            )
+        for mid, candidate in candidates:
+            whip.session.send(_line({"candidate": candidate, "mid": mid}))
+        return web.Response(status=204)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        """The client ends its session: the pod leaves the room, the ingress goes INACTIVE."""
+        whip = self._resource(request)
+        self.registry.close(whip.session, "the WHIP client ended the session")
+        return web.Response(status=200)
+
+    async def pod_answer(self, request: web.Request) -> web.Response:
+        """The media pod's answer to the offer, or why it has none (it writes ERROR itself)."""
+        session = self.registry.reader(request.match_info["resource_id"], request.match_info["token"])
+        whip = self.sessions.get(request.match_info["resource_id"])
+        if session is None or whip is None or whip.session is not session:
+            raise web.HTTPNotFound(text="no such session\n")
+        body = await request.json()
+        if whip.answer.done() or session.ended.is_set():
+            raise web.HTTPGone(text="the client is gone\n")
+        whip.answer.set_result({k: str(v) for k, v in body.items() if k in ("sdp", "error")})
+        return web.Response(status=204)
+
+    def _resource(self, request: web.Request) -> WhipSession:
+        whip = self.sessions.get(request.match_info["resource_id"])
+        if whip is None or not secrets.compare_digest(whip.secret, request.match_info["secret"]):
+            raise _error(web.HTTPNotFound, "no such WHIP session")
+        return whip
+
+    async def _forget_when_ended(self, whip: WhipSession) -> None:
+        """A session ended from any side (DELETE, the pod, the operator) frees its ingress."""
+        await whip.session.ended.wait()
+        self.registry.close(whip.session, whip.session.end_reason)
+        self.sessions.pop(whip.session.resource_id, None)
+
+
+@web.middleware
+async def cors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """CORS headers on every WHIP response, errors included (a browser hides a response
+    without them from the page, and with it the reason)."""
+    if not request.path.startswith(PREFIX):
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as err:
+        err.headers.update(CORS)
+        raise
+    response.headers.update(CORS)
+    return response
+
+
+def check_offer(offer: str) -> str:
+    """The offer's ICE username fragment; raises 400 for what is not a usable SDP offer."""
+    lines = offer.replace("\r\n", "\n").split("\n")
+    if not lines or lines[0].strip() != "v=0":
+        raise _error(web.HTTPBadRequest, "malformed SDP offer: it must start with v=0")
+    if not any(line.startswith(("m=audio ", "m=video ")) for line in lines):
+        raise _error(web.HTTPBadRequest, "malformed SDP offer: no audio or video media section")
+    ufrag = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("a=ice-ufrag:")), "")
+    if not ufrag:
+        raise _error(web.HTTPBadRequest, "malformed SDP offer: no a=ice-ufrag")
+    return ufrag
+
+
+def parse_sdpfrag(fragment: str) -> tuple[str, list[tuple[str | None, str]]]:
+    """(ICE ufrag or "", [(mid, candidate line)]) of a trickle-ice-sdpfrag body (RFC 8840); an
+    `a=end-of-candidates` becomes an empty candidate."""
+    ufrag, mid, candidates = "", None, []
+    for line in fragment.replace("\r\n", "\n").split("\n"):
+        if line.startswith("a=ice-ufrag:"):
+            ufrag = line.split(":", 1)[1].strip()
+        elif line.startswith("a=mid:"):
+            mid = line.split(":", 1)[1].strip()
+        elif line.startswith("a=candidate:"):
+            candidates.append((mid, line[2:].strip()))
+        elif line.startswith("a=end-of-candidates"):
+            candidates.append((mid, ""))
+    return ufrag, candidates
+
+
+async def _read_sdp(request: web.Request, content_type: str) -> str:
+    if request.content_type != content_type:
+        raise _error(web.HTTPUnsupportedMediaType, f"Content-Type must be {content_type}")
+    if (request.content_length or 0) > MAX_SDP_BYTES:
+        raise _error(web.HTTPRequestEntityTooLarge, f"SDP larger than {MAX_SDP_BYTES} bytes")
+    body = await request.content.read(MAX_SDP_BYTES + 1)
+    if len(body) > MAX_SDP_BYTES:
+        raise _error(web.HTTPRequestEntityTooLarge, f"SDP larger than {MAX_SDP_BYTES} bytes")
+    try:
+        return body.decode()
+    except UnicodeDecodeError:
+        raise _error(web.HTTPBadRequest, "malformed SDP: not UTF-8") from None
+
+
+def _bearer(request: web.Request) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _line(message: dict[str, object]) -> bytes:
+    return json.dumps(message).encode() + b"\n"
+
+
+def _status(code: int) -> type[web.HTTPException]:
+    return {404: web.HTTPNotFound, 409: web.HTTPConflict, 503: web.HTTPServiceUnavailable}.get(
+        code, web.HTTPForbidden
+    )
+
+
+def _error(kind: type[web.HTTPException], message: str) -> web.HTTPException:
+    """A WHIP error: the reason as plain text, for a person reading the client's log."""
+    return kind(text=message + "\n")

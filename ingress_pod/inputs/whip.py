@@ -1,0 +1,319 @@
+"""WHIP input: the media pod's end of a browser's or encoder's WebRTC session, with aiortc.
+
+The front door takes the client's HTTP requests and hands this pod the SDP offer (and any
+trickled candidates) over a session channel, a stream of JSON lines; the pod answers through
+the same channel. The channel ending (DELETE, the client or the front door gone) ends the input;
+so does ICE or DTLS failing. Media then flows straight from the client to this pod over UDP
+(or through the front door's UDP relay, docs/media.md "WHIP").
+
+Video either decodes (transcoding: frames take the RTMP path) or stays as the client encoded it
+(pass-through: `EncodedUnit`s, forwarded as they are). aiortc decodes every track it receives
+in a thread of its own; `_Tap` stands in for its decoders, to count what arrives and, for
+pass-through video, to hand on the encoded frame instead of decoding it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import aioice.ice
+import aiortc.codecs
+import aiortc.rtcrtpreceiver
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCSessionDescription,
+)
+from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+from av.audio.frame import AudioFrame
+from av.video.frame import VideoFrame
+
+from ingress_pod.inputs.av_input import AUDIO_QUEUE, VIDEO_QUEUE, AudioInfo, InputInfo, Resampler, VideoInfo
+from ingress_pod.inputs.encoded import EncodedUnit, FrameSizer
+from ingress_pod.inputs.errors import InputError, Unreachable, Unsupported
+from ingress_pod.inputs.handoff import DropOldestQueue
+from ingress_pod.inputs.stats import RateWindow
+
+log = logging.getLogger(__name__)
+
+# What both modes take: aiortc receives VP8 and H.264 (constrained baseline), which LiveKit's
+# encoded source can forward and aiortc can decode; of its audio codecs only Opus goes to a room.
+AUDIO_CODECS = ("opus",)
+TAKES = "WHIP takes VP8 or H.264 video and Opus audio"
+# Once the first track has media, the other kind the offer announced gets this long to start.
+OTHER_KIND_GRACE = 2.0
+# Encoded frames can't be dropped one by one (what follows would not decode): pass-through queues
+# about a second's worth, and after an overflow forwards nothing until a requested keyframe.
+FORWARD_QUEUE = 30
+# LiveKit repeats a keyframe request until one arrives; the client gets at most one per interval.
+KEYFRAME_REQUEST_INTERVAL = 0.25
+
+
+class NegotiationFailed(InputError):
+    """The client's offer could not be answered."""
+
+
+@dataclass(frozen=True)
+class WhipOptions:
+    """One WHIP session as the pod serves it."""
+
+    channel_url: str  # the front door's session channel
+    bind_ip: str  # the pod's address: its only ICE host candidate
+    pass_through: bool
+    audio_channels: int = 2
+    open_timeout: float = 10.0
+
+
+class WhipInput:
+    """A WebRTC session with a WHIP client, offered to the session as AvInput is: `opened`,
+    `ended`, frame queues (`EncodedUnit`s for pass-through video) and rate windows."""
+
+    def __init__(self, options: WhipOptions, loop: asyncio.AbstractEventLoop) -> None:
+        self.options = options
+        self._loop = loop
+        video_queue = FORWARD_QUEUE if options.pass_through else VIDEO_QUEUE
+        self.video: DropOldestQueue[VideoFrame | EncodedUnit] = DropOldestQueue(loop, video_queue)
+        self.audio: DropOldestQueue[AudioFrame] = DropOldestQueue(loop, AUDIO_QUEUE)
+        self.video_rates = RateWindow()
+        self.audio_rates = RateWindow()
+        self.opened: asyncio.Future[InputInfo] = loop.create_future()
+        self.ended: asyncio.Future[InputError | None] = loop.create_future()
+        self.audio_time = 0.0
+        self.video_codec = ""  # as negotiated: "VP8" or "H264"
+        self._pc: RTCPeerConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._tracks: set[asyncio.Task[None]] = set()
+        self._expected: set[str] = set()
+        self._video_info: VideoInfo | None = None
+        self._audio_info: AudioInfo | None = None
+        self._resampler = Resampler(options.audio_channels)
+        self._awaiting_keyframe = False
+        self._last_keyframe_request = -KEYFRAME_REQUEST_INTERVAL
+
+    def start(self) -> None:
+        """Fetch the offer, answer it, and receive until the session ends."""
+        self._task = self._loop.create_task(self._run())
+
+    def play(self) -> None:
+        """A live input is never held (AvInput's interface)."""
+
+    def stop(self) -> None:
+        """End the WebRTC session (the session is over)."""
+        if self._task is not None:
+            self._task.cancel()
+
+    def request_keyframe(self) -> None:
+        """Ask the client for a keyframe (RTCP PLI): the room has a subscriber that needs one."""
+        receiver = self._receiver("video")
+        if receiver is None:
+            return
+        now = self._loop.time()
+        if now - self._last_keyframe_request < KEYFRAME_REQUEST_INTERVAL:
+            return
+        self._last_keyframe_request = now
+        # The video's stream and its retransmission stream (RTX) are both sources here; a PLI
+        # for the RTX one is ignored, so both get one. aiortc sends PLIs itself after a loss:
+        # this is the same call, for the room's requests.
+        for source in receiver.getSynchronizationSources():
+            self._loop.create_task(receiver._send_rtcp_pli(source.source))
+
+    def _receiver(self, kind: str) -> RTCRtpReceiver | None:
+        if self._pc is None:
+            return None
+        return next((r for r in self._pc.getReceivers() if r.track and r.track.kind == kind), None)
+
+    def _end(self, outcome: InputError | None) -> None:
+        if not self.ended.done():
+            self.ended.set_result(outcome)
+
+    async def _run(self) -> None:
+        outcome: InputError | None = None
+        try:
+            async with aiohttp.ClientSession() as http:
+                outcome = await self._serve(http)
+        except asyncio.CancelledError:
+            pass
+        except InputError as err:
+            outcome = err
+        except aiohttp.ClientError as err:
+            outcome = Unreachable(f"lost the front door's session channel: {err}")
+        except Exception as err:  # a bug, not the client's doing: keep the traceback
+            log.exception("WHIP input failed")
+            outcome = InputError(f"internal error in the WHIP session: {err}")
+        finally:
+            for task in self._tracks:
+                task.cancel()
+            if self._pc is not None:
+                await self._pc.close()
+        self._end(outcome)
+
+    async def _serve(self, http: aiohttp.ClientSession) -> InputError | None:
+        channel = self.options.channel_url
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.options.open_timeout)
+        async with http.get(channel, timeout=timeout) as resp:
+            if resp.status != 200:
+                raise Unreachable(f"front door refused the session channel: HTTP {resp.status}")
+            offer = json.loads(await resp.content.readline() or b"{}").get("offer")
+            if not isinstance(offer, str):
+                raise Unreachable("the front door's session channel ended before the offer")
+            try:
+                answer = await self._answer(offer)
+            except InputError as err:
+                await http.post(f"{channel}/answer", json={"error": err.message})
+                raise
+            async with http.post(f"{channel}/answer", json={"sdp": answer}) as posted:
+                if posted.status != 204:
+                    return None  # the client gave up waiting: nothing to serve
+            log.info("WHIP answer sent", extra={"kinds": sorted(self._expected)})
+            async for line in resp.content:
+                await self._event(json.loads(line))
+        log.info("WHIP session closed by the client or the front door")
+        return None
+
+    async def _answer(self, offer: str) -> str:
+        """The SDP answer to `offer`: VP8/H.264 and Opus, candidates on the pod's address."""
+        try:
+            parsed = SessionDescription.parse(offer)
+        except (ValueError, IndexError) as err:
+            raise NegotiationFailed(f"negotiation failed: malformed SDP offer ({err})") from None
+        self._expected = {
+            m.kind for m in parsed.media if m.kind in ("audio", "video") and m.direction != "inactive"
+        }
+        if not self._expected:
+            raise NegotiationFailed("negotiation failed: the offer has no audio or video to send")
+        _bind_candidates(self.options.bind_ip)
+        _install_tap(self)
+        pc = self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.on("track", self._on_track)
+        pc.on("connectionstatechange", self._on_connection_state)
+        # Video takes the client's first choice among aiortc's codecs (VP8, H.264: both modes
+        # take both); audio is Opus only, of aiortc's four.
+        if "video" in self._expected:
+            pc.addTransceiver("video", direction="recvonly")
+        if "audio" in self._expected:
+            pc.addTransceiver("audio", direction="recvonly").setCodecPreferences(_opus())
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        except OperationError:
+            offered = sorted({c.name for m in parsed.media for c in m.rtp.codecs if c.name != "rtx"})
+            raise Unsupported(f"unsupported codecs {', '.join(offered)}: {TAKES}") from None
+        except (ValueError, InvalidAccessError, InvalidStateError) as err:
+            raise NegotiationFailed(f"negotiation failed: {err}") from None
+        await pc.setLocalDescription(await pc.createAnswer())
+        return pc.localDescription.sdp
+
+    async def _event(self, event: dict[str, Any]) -> None:
+        """A trickled candidate from the client (PATCH); an empty one ends its candidates."""
+        if self._pc is None or "candidate" not in event:
+            return
+        line = event["candidate"]
+        candidate = candidate_from_sdp(line.removeprefix("a=").removeprefix("candidate:")) if line else None
+        if candidate is not None:
+            candidate.sdpMid = event.get("mid")
+            candidate.sdpMLineIndex = event.get("mline")
+        with contextlib.suppress(ValueError):  # a candidate aiortc can't use (TCP, mDNS) is skipped
+            await self._pc.addIceCandidate(candidate)
+
+    def _on_connection_state(self) -> None:
+        assert self._pc is not None
+        state = self._pc.connectionState
+        log.info("WebRTC connection state", extra={"state": state})
+        # As LiveKit's: a client that went away leaves the ingress INACTIVE, not in error.
+        if state in ("failed", "closed") and self._task is not None:
+            self._task.cancel()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        task = self._loop.create_task(self._receive(track))
+        self._tracks.add(task)
+
+    async def _receive(self, track: MediaStreamTrack) -> None:
+        first = True
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame: Any = await track.recv()  # a VideoFrame, an EncodedUnit (see _Tap) or an AudioFrame
+                if track.kind == "video":
+                    self._put_video(frame)
+                    if first:
+                        self._video_info = VideoInfo(self.video_codec.lower(), frame.width, frame.height, 0.0)
+                else:
+                    assert isinstance(frame, AudioFrame)
+                    if first:
+                        self._audio_info = AudioInfo("opus", frame.layout.nb_channels, frame.sample_rate)
+                    for out in self._resampler.resample(frame):
+                        if out.time is not None:
+                            self.audio_time = out.time
+                        self.audio.put(out)
+                if first:
+                    first = False
+                    self._loop.create_task(self._opening())
+
+    def _put_video(self, frame: VideoFrame | EncodedUnit) -> None:
+        if isinstance(frame, EncodedUnit):
+            if self._awaiting_keyframe and not frame.keyframe:
+                return
+            self._awaiting_keyframe = False
+        if self.video.put(frame) and isinstance(frame, EncodedUnit):
+            self._awaiting_keyframe = True
+            self.request_keyframe()
+
+    async def _opening(self) -> None:
+        """`opened` once every announced kind has media, or the grace after the first ran out."""
+        if self.opened.done():
+            return
+        if {k for k, i in (("video", self._video_info), ("audio", self._audio_info)) if i} != self._expected:
+            await asyncio.sleep(OTHER_KIND_GRACE)
+        if not self.opened.done():
+            self.opened.set_result(InputInfo(self._video_info, self._audio_info))
+
+
+def _opus() -> list[Any]:
+    """aiortc's Opus capability, as the only audio codec an answer may pick."""
+    capabilities = RTCRtpReceiver.getCapabilities("audio")
+    assert capabilities is not None
+    return [c for c in capabilities.codecs if c.name in AUDIO_CODECS]
+
+
+def _bind_candidates(address: str) -> None:
+    """Offer ICE host candidates on the pod's own address only: aioice would otherwise list
+    every interface (and never loopback, which is where the local stack puts pods)."""
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [address]
+
+
+class _Tap:
+    """Stands in for aiortc's decoder of one track (called from its decoder thread): counts the
+    encoded frames into the input's rate windows, then decodes them, or, for pass-through
+    video, hands them on as they are."""
+
+    def __init__(self, source: WhipInput, codec: RTCRtpCodecParameters) -> None:
+        self.kind = codec.mimeType.split("/")[0]
+        if self.kind == "video":
+            source.video_codec = codec.name
+        self.clock = codec.clockRate
+        self.rates = source.video_rates if self.kind == "video" else source.audio_rates
+        forward = self.kind == "video" and source.options.pass_through
+        self.sizer = FrameSizer(codec.name) if forward else None
+        self.decoder = None if forward else aiortc.codecs.get_decoder(codec)
+
+    def decode(self, encoded: Any) -> list[Any]:
+        self.rates.add(encoded.timestamp / self.clock, len(encoded.data))
+        if self.sizer is None:
+            assert self.decoder is not None
+            return self.decoder.decode(encoded)
+        unit = self.sizer.unit(encoded.data, encoded.timestamp)
+        return [unit] if unit else []
+
+
+def _install_tap(source: WhipInput) -> None:
+    """Route aiortc's decoder look-up to `_Tap` (one session per pod, so one input to tap)."""
+    setattr(aiortc.rtcrtpreceiver, "get_decoder", lambda codec: _Tap(source, codec))  # noqa: B010
