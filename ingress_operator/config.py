@@ -27,6 +27,18 @@ class Settings(BaseSettings):
     frontdoor_bind: str = Field("127.0.0.1", description="address the front door listens on")
     frontdoor_rtmp_port: int = Field(1935, description="RTMP listener of the front door")
     frontdoor_http_port: int = Field(8080, description="HTTP listener of the front door (sessions, WHIP)")
+    frontdoor_whip_udp_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="UDP port relaying WHIP media to media pods (0: none, clients reach pods)",
+    )
+    frontdoor_whip_udp_advertise: str = Field(
+        "", description="host:port WHIP clients reach that UDP port at (default: bind address and port)"
+    )
+    frontdoor_whip_pod_candidates: bool = Field(
+        True, description="keep the media pods' own ICE candidates in WHIP answers beside the relay's"
+    )
     frontdoor_source_url: str = Field(
         "", description="how media pods reach this front door's HTTP port (default: bind address)"
     )

@@ -75,6 +75,7 @@ class Ports:
     rtmp: int
     whip: int
     operator_metrics: int
+    whip_udp: int  # the front door's WHIP media relay
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
@@ -93,7 +94,7 @@ class Ports:
         """Ports someone already listens on (TCP; UDP for the rtc port)."""
         out = []
         for name, port in self.all().items():
-            kind = socket.SOCK_DGRAM if name == "livekit_rtc_udp" else socket.SOCK_STREAM
+            kind = socket.SOCK_DGRAM if name in ("livekit_rtc_udp", "whip_udp") else socket.SOCK_STREAM
             with socket.socket(socket.AF_INET, kind) as s:
                 if kind == socket.SOCK_STREAM:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -353,6 +354,7 @@ class Stack:
             "FRONTDOOR_BIND": "127.0.0.1",
             "FRONTDOOR_RTMP_PORT": str(self.ports.rtmp),
             "FRONTDOOR_HTTP_PORT": str(self.ports.whip),
+            "FRONTDOOR_WHIP_UDP_PORT": str(self.ports.whip_udp),
             "LIVEKIT_SECRET_NAME": LIVEKIT_SECRET,
             # The process node runs the media pod's command as a process: the venv's script.
             "MEDIA_COMMAND": json.dumps([str(tools.VENV_BIN / "lki-media")]),

@@ -1,5 +1,5 @@
-"""`lki-frontdoor`: the RTMP listener every RTMP ingress shares, and the HTTP port media pods
-read their sessions from."""
+"""`lki-frontdoor`: the RTMP listener every RTMP ingress shares, the HTTP port of the WHIP
+endpoint and of the sessions media pods read, and the WHIP UDP relay port (when configured)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ingress_operator.store import IngressStore
 from ingress_pod.frontdoor.http import make_app
 from ingress_pod.frontdoor.rtmp import RTMPServer
 from ingress_pod.frontdoor.sessions import SessionRegistry
+from ingress_pod.frontdoor.udp import UdpRelay
 
 
 async def serve(settings: Settings) -> None:
@@ -24,7 +25,13 @@ async def serve(settings: Settings) -> None:
         f"http://{settings.frontdoor_bind}:{settings.frontdoor_http_port}"
     )
     registry = SessionRegistry(store.kube, store, source)
-    runner = web.AppRunner(make_app(registry), access_log=None)
+    relay = None
+    if settings.frontdoor_whip_udp_port:
+        host, _, port = settings.frontdoor_whip_udp_advertise.rpartition(":")
+        advertise = (host, int(port)) if host else (settings.frontdoor_bind, settings.frontdoor_whip_udp_port)
+        relay = UdpRelay(advertise, settings.frontdoor_whip_pod_candidates)
+        await relay.start(settings.frontdoor_bind, settings.frontdoor_whip_udp_port)
+    runner = web.AppRunner(make_app(registry, relay), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.frontdoor_bind, settings.frontdoor_http_port).start()
     await store.start()
@@ -39,6 +46,8 @@ async def serve(settings: Settings) -> None:
     server.close()
     await rtmp.close_connections()
     await runner.cleanup()
+    if relay is not None:
+        relay.close()
     await store.stop()
     await client.close()
 

@@ -17,6 +17,7 @@ from prometheus_client import Counter, Gauge
 
 from ingress_operator.promhttp import identify, serve_metrics
 from ingress_pod.frontdoor.sessions import RESOURCE_PREFIX, SessionRegistry
+from ingress_pod.frontdoor.udp import UdpRelay
 from ingress_pod.frontdoor.whip import MAX_SDP_BYTES, Whip
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,11 @@ def _live(registry: SessionRegistry, prefix: str) -> int:
     return sum(s.resource_id.startswith(prefix) for s in registry.by_ingress.values())
 
 
-def make_app(registry: SessionRegistry) -> web.Application:
+def make_app(registry: SessionRegistry, relay: UdpRelay | None = None) -> web.Application:
+    """The front door's HTTP app; `relay` (the WHIP UDP port) adds its candidate to answers."""
     app = web.Application(client_max_size=MAX_SDP_BYTES)
     app[REGISTRY] = registry
-    Whip(registry).routes(app)
+    Whip(registry, relay).routes(app)
     app.router.add_get("/sessions/{resource_id}/{token}", session_source)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", serve_metrics)

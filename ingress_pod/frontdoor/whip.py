@@ -22,6 +22,7 @@ from aiohttp import web
 
 from ingress_operator.models import InputType
 from ingress_pod.frontdoor.sessions import LiveSession, Refused, SessionRegistry
+from ingress_pod.frontdoor.udp import UdpRelay
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,11 @@ class WhipSession:
 class Whip:
     """The WHIP sessions of this front door, over the shared session registry."""
 
-    def __init__(self, registry: SessionRegistry, answer_timeout: float = ANSWER_TIMEOUT) -> None:
+    def __init__(
+        self, registry: SessionRegistry, relay: UdpRelay | None = None, answer_timeout: float = ANSWER_TIMEOUT
+    ) -> None:
         self.registry = registry
+        self.relay = relay
         self.answer_timeout = answer_timeout
         self.sessions: dict[str, WhipSession] = {}
 
@@ -108,9 +112,16 @@ class Whip:
             raise
         if "error" in answer:
             raise _error(web.HTTPUnprocessableEntity, answer["error"])
+        sdp = answer["sdp"]
+        if self.relay is not None:
+            try:
+                sdp = self.relay.route(session.resource_id, sdp)
+            except ValueError as err:  # the pod's doing, not the client's
+                self.registry.fail(session, f"media pod answered without a usable candidate: {err}")
+                raise _error(web.HTTPBadGateway, str(err)) from None
         return web.Response(
             status=201,
-            text=answer["sdp"],
+            text=sdp,
             content_type=SDP,
             headers={"Location": whip.location, "ETag": f'"{session.resource_id}"', "Accept-Patch": TRICKLE},
         )
@@ -158,6 +169,8 @@ class Whip:
         await whip.session.ended.wait()
         self.registry.close(whip.session, whip.session.end_reason)
         self.sessions.pop(whip.session.resource_id, None)
+        if self.relay is not None:
+            self.relay.remove_session(whip.session.resource_id)
 
 
 @web.middleware
@@ -209,11 +222,11 @@ def parse_sdpfrag(fragment: str) -> tuple[str, list[tuple[str | None, str]]]:
 async def _read_sdp(request: web.Request, content_type: str) -> str:
     if request.content_type != content_type:
         raise _error(web.HTTPUnsupportedMediaType, f"Content-Type must be {content_type}")
-    if (request.content_length or 0) > MAX_SDP_BYTES:
-        raise _error(web.HTTPRequestEntityTooLarge, f"SDP larger than {MAX_SDP_BYTES} bytes")
     body = await request.content.read(MAX_SDP_BYTES + 1)
     if len(body) > MAX_SDP_BYTES:
-        raise _error(web.HTTPRequestEntityTooLarge, f"SDP larger than {MAX_SDP_BYTES} bytes")
+        size = max(request.content_length or 0, len(body))
+        message = f"SDP larger than {MAX_SDP_BYTES} bytes\n"
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_SDP_BYTES, actual_size=size, text=message)
     try:
         return body.decode()
     except UnicodeDecodeError:
