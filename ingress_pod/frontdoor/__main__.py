@@ -31,7 +31,8 @@ async def serve(settings: Settings) -> None:
         advertise = (host, int(port)) if host else (settings.frontdoor_bind, settings.frontdoor_whip_udp_port)
         relay = UdpRelay(advertise, settings.frontdoor_whip_pod_candidates)
         await relay.start(settings.frontdoor_bind, settings.frontdoor_whip_udp_port)
-    runner = web.AppRunner(make_app(registry, relay), access_log=None)
+    # A WHIP client hanging up while its pod starts must end its session (whip.Whip.publish).
+    runner = web.AppRunner(make_app(registry, relay), access_log=None, handler_cancellation=True)
     await runner.setup()
     await web.TCPSite(runner, settings.frontdoor_bind, settings.frontdoor_http_port).start()
     await store.start()

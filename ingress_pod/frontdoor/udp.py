@@ -25,6 +25,8 @@ from typing import cast
 
 from prometheus_client import Counter
 
+from ingress_pod import sdp
+
 log = logging.getLogger(__name__)
 
 _STUN_HEADER = struct.Struct("!HHI12s")
@@ -181,31 +183,26 @@ class UdpRelay(asyncio.DatagramProtocol):
 
 
 def relay_answer(
-    sdp: str, advertise: tuple[str, int], keep_pod_candidates: bool
+    answer: str, advertise: tuple[str, int], keep_pod_candidates: bool
 ) -> tuple[str, str, tuple[str, int]]:
     """(the answer with the relay's candidate, the pod's ufrag, the pod's candidate address).
 
     Every media section gets the relay's candidate, at the highest priority; the pod's own
     candidates stay unless told otherwise (a client inside the cluster reaches them directly).
     Raises ValueError for an answer without a ufrag or a UDP host candidate."""
-    lines = sdp.replace("\r\n", "\n").rstrip("\n").split("\n")
-    ufrag = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("a=ice-ufrag:")), "")
+    parts = sdp.sections(answer)
+    lines = [line for part in parts for line in part]
+    ufrag = sdp.attribute(lines, "ice-ufrag")
     pod = next((a for a in map(_candidate_address, lines) if a is not None), None)
     if not ufrag or pod is None:
         raise ValueError("the media pod's answer has no ICE ufrag or UDP host candidate")
     ours = f"a=candidate:lkirelay 1 udp 2130706431 {advertise[0]} {advertise[1]} typ host"
-    sections: list[list[str]] = [[]]
-    for line in lines:
-        if line.startswith("m="):
-            sections.append([])
-        if keep_pod_candidates or not line.startswith("a=candidate:"):
-            sections[-1].append(line)
-    for section in sections[1:]:
-        end = next(
-            (i for i, line in enumerate(section) if line.startswith("a=end-of-candidates")), len(section)
-        )
-        section.insert(end, ours)
-    return "\r\n".join(line for section in sections for line in section) + "\r\n", ufrag, pod
+    for part in parts[1:]:
+        if not keep_pod_candidates:
+            part[:] = [line for line in part if not line.startswith("a=candidate:")]
+        end = next((i for i, line in enumerate(part) if line.startswith("a=end-of-candidates")), len(part))
+        part.insert(end, ours)
+    return sdp.join(parts), ufrag, pod
 
 
 def _candidate_address(line: str) -> tuple[str, int] | None:

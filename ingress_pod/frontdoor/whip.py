@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from ingress_operator.models import InputType
+from ingress_pod import sdp
 from ingress_pod.frontdoor.sessions import LiveSession, Refused, SessionRegistry
 from ingress_pod.frontdoor.udp import UdpRelay
 
@@ -192,12 +193,12 @@ async def cors(
 
 def check_offer(offer: str) -> str:
     """The offer's ICE username fragment; raises 400 for what is not a usable SDP offer."""
-    lines = offer.replace("\r\n", "\n").split("\n")
-    if not lines or lines[0].strip() != "v=0":
+    parts = sdp.sections(offer)
+    if parts[0][:1] != ["v=0"]:
         raise _error(web.HTTPBadRequest, "malformed SDP offer: it must start with v=0")
-    if not any(line.startswith(("m=audio ", "m=video ")) for line in lines):
+    if not any(part[0].startswith(("m=audio ", "m=video ")) for part in parts[1:]):
         raise _error(web.HTTPBadRequest, "malformed SDP offer: no audio or video media section")
-    ufrag = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("a=ice-ufrag:")), "")
+    ufrag = sdp.attribute([line for part in parts for line in part], "ice-ufrag")
     if not ufrag:
         raise _error(web.HTTPBadRequest, "malformed SDP offer: no a=ice-ufrag")
     return ufrag
@@ -222,7 +223,10 @@ def parse_sdpfrag(fragment: str) -> tuple[str, list[tuple[str | None, str]]]:
 async def _read_sdp(request: web.Request, content_type: str) -> str:
     if request.content_type != content_type:
         raise _error(web.HTTPUnsupportedMediaType, f"Content-Type must be {content_type}")
-    body = await request.content.read(MAX_SDP_BYTES + 1)
+    body = b""
+    # One read returns what has arrived so far: an offer spans several TCP segments.
+    while len(body) <= MAX_SDP_BYTES and (chunk := await request.content.read(MAX_SDP_BYTES + 1 - len(body))):
+        body += chunk
     if len(body) > MAX_SDP_BYTES:
         size = max(request.content_length or 0, len(body))
         message = f"SDP larger than {MAX_SDP_BYTES} bytes\n"

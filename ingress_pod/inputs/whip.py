@@ -39,6 +39,7 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 from av.audio.frame import AudioFrame
 from av.video.frame import VideoFrame
 
+from ingress_pod.inputs.answer import shape
 from ingress_pod.inputs.av_input import AUDIO_QUEUE, VIDEO_QUEUE, AudioInfo, InputInfo, Resampler, VideoInfo
 from ingress_pod.inputs.encoded import EncodedUnit, FrameSizer
 from ingress_pod.inputs.errors import InputError, Unreachable, Unsupported
@@ -99,6 +100,7 @@ class WhipInput:
         self._audio_info: AudioInfo | None = None
         self._resampler = Resampler(options.audio_channels)
         self._awaiting_keyframe = False
+        self._closing = False
         self._last_keyframe_request = -KEYFRAME_REQUEST_INTERVAL
 
     def start(self) -> None:
@@ -152,6 +154,7 @@ class WhipInput:
             log.exception("WHIP input failed")
             outcome = InputError(f"internal error in the WHIP session: {err}")
         finally:
+            self._closing = True
             for task in self._tracks:
                 task.cancel()
             if self._pc is not None:
@@ -211,7 +214,10 @@ class WhipInput:
         except (ValueError, InvalidAccessError, InvalidStateError) as err:
             raise NegotiationFailed(f"negotiation failed: {err}") from None
         await pc.setLocalDescription(await pc.createAnswer())
-        return pc.localDescription.sdp
+        shaped, layer = shape(pc.localDescription.sdp, offer)
+        if layer is not None:
+            log.info("client offers simulcast: taking its best layer", extra={"rid": layer})
+        return shaped
 
     async def _event(self, event: dict[str, Any]) -> None:
         """A trickled candidate from the client (PATCH); an empty one ends its candidates."""
@@ -220,8 +226,9 @@ class WhipInput:
         line = event["candidate"]
         candidate = candidate_from_sdp(line.removeprefix("a=").removeprefix("candidate:")) if line else None
         if candidate is not None:
+            # Media is bundled: a candidate without a mid belongs to the first section.
             candidate.sdpMid = event.get("mid")
-            candidate.sdpMLineIndex = event.get("mline")
+            candidate.sdpMLineIndex = None if candidate.sdpMid else 0
         with contextlib.suppress(ValueError):  # a candidate aiortc can't use (TCP, mDNS) is skipped
             await self._pc.addIceCandidate(candidate)
 
@@ -229,8 +236,9 @@ class WhipInput:
         assert self._pc is not None
         state = self._pc.connectionState
         log.info("WebRTC connection state", extra={"state": state})
-        # As LiveKit's: a client that went away leaves the ingress INACTIVE, not in error.
-        if state in ("failed", "closed") and self._task is not None:
+        # As LiveKit's: a client that went away leaves the ingress INACTIVE, not in error. (While
+        # closing, `_run` itself closed the connection: cancelling it would cut its own end short.)
+        if state in ("failed", "closed") and self._task is not None and not self._closing:
             self._task.cancel()
 
     def _on_track(self, track: MediaStreamTrack) -> None:

@@ -227,3 +227,23 @@ async def test_refusals_name_the_reason(make_ingress: Any) -> None:
         assert "Authorization" in resp.headers["Access-Control-Allow-Headers"]
     # Nothing refused started a session.
     assert (await live.get()).state.status == S.ENDPOINT_INACTIVE
+
+
+async def test_a_simulcasting_browser_sends_only_its_best_layer_which_is_forwarded(make_ingress: Any) -> None:
+    ingress = await make_ingress(input_type=WHIP, identity="simulcast")
+    async with (
+        ingress.subscriber() as sub,
+        chromium_whip(
+            ingress.info.url, ingress.info.stream_key, simulcast=1, w=1280, h=720, seconds=0
+        ) as page,
+    ):
+        assert (await page.next("answer", within=60))["status"] == 201
+        got = await sub.receive("simulcast", video_frames=30, audio_frames=10, within=30)
+        assert got.video_publication is not None and not got.video_publication.simulcasted
+        assert set(got.video_sizes) == {(1280, 720)}
+        # The browser's own view: the answer kept layer f alone, so q and h encode nothing.
+        encoded: dict[str, int] = {}
+        while len(encoded) < 3:
+            stats = await page.next("stats")
+            encoded[stats["rid"]] = stats["encoded"]
+        assert encoded["f"] > 0 and encoded["q"] == encoded["h"] == 0, encoded
