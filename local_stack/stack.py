@@ -928,6 +928,7 @@ class Stack:
                 f"  KUBECONFIG={self.kubeconfig}",
                 f"  kube-apiserver {self.apiserver_url}   namespace {self.namespace}",
                 f"  RTMP {self.rtmp_base_url}   WHIP {self.whip_base_url}",
+                f"  WHIP media relay: UDP 127.0.0.1:{self.ports.whip_udp}",
                 f"  logs: {self.logs_dir}/<component>.log",
                 f"  pod logs: {self.pod_logs_dir}/<ns>_<pod>_<container>.log",
                 "",

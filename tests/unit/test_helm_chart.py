@@ -75,11 +75,11 @@ FULL_VALUES: Doc = {
         "ports": {"rtmp": 1936, "http": 8081},
         "service": {
             "type": "NodePort",
-            "nodePorts": {"rtmp": 31935, "http": 30080},
+            "nodePorts": {"rtmp": 31935, "http": 30080, "whipUdp": 30885},
             "externalTrafficPolicy": "Local",
             "annotations": {"example.com/lb": "public"},
         },
-        "whip": {"udpPort": 7885},
+        "whip": {"udpPort": 7886, "advertise": "203.0.113.7:7886", "podCandidates": True},
         "podDisruptionBudget": {"enabled": True},
     },
     "media": {
@@ -192,6 +192,21 @@ def test_default_values_render_the_control_plane_and_least_privilege_rbac() -> N
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
     media_rules = objects["Role", f"{PREFIX}-media"]["rules"]
     assert {v for r in media_rules for v in r["verbs"]} == {"get", "patch"}
+    # WHIP media through the front door's UDP port, offered at the WHIP URL's host by default.
+    frontdoor = objects["Service", f"{PREFIX}-frontdoor"]["spec"]
+    assert ("whip-udp", 7885, "UDP") in {
+        (p["name"], p["port"], p.get("protocol", "TCP")) for p in frontdoor["ports"]
+    }
+    env = {
+        e["name"]: e.get("value")
+        for e in objects["Deployment", f"{PREFIX}-frontdoor"]["spec"]["template"]["spec"]["containers"][0][
+            "env"
+        ]
+    }
+    assert (
+        env["FRONTDOOR_WHIP_UDP_ADVERTISE"] == "localhost:7885"
+        and env["FRONTDOOR_WHIP_POD_CANDIDATES"] == "false"
+    )
 
 
 @pytest.mark.parametrize("values", [None, FULL_VALUES], ids=["default", "full"])
@@ -266,12 +281,14 @@ def test_full_values_expose_and_monitor_what_they_say() -> None:
     } == {
         ("rtmp", 1936, 31935, "TCP"),
         ("http", 8081, 30080, "TCP"),
-        ("whip-udp", 7885, None, "UDP"),
+        ("whip-udp", 7886, 30885, "UDP"),
     }
     assert frontdoor["externalTrafficPolicy"] == "Local"
     env = plain_env(deployment_container(docs, "frontdoor"))
     assert env["FRONTDOOR_SOURCE_URL"] == "http://$(POD_IP):8081"
     assert env["FRONTDOOR_BIND"] == "$(POD_IP)" and env["RTMP_BASE_URL"] == "rtmps://ingest.example:443/x"
+    assert env["FRONTDOOR_WHIP_UDP_PORT"] == "7886" and env["FRONTDOOR_WHIP_POD_CANDIDATES"] == "true"
+    assert env["FRONTDOOR_WHIP_UDP_ADVERTISE"] == "203.0.113.7:7886"
     shim = objects["Service", f"{PREFIX}-shim"]["spec"]
     assert shim["type"] == "LoadBalancer" and shim["ports"][0]["nodePort"] == 30790
     assert objects["PodDisruptionBudget", f"{PREFIX}-frontdoor"]["spec"]["maxUnavailable"] == 0
@@ -323,6 +340,11 @@ BAD_VALUES = [
     ({"mediaImage": {"pullPolicy": "Sometimes"}}, "at '/mediaImage/pullPolicy'", "must be one of"),
     ({"metrics": {"serviceMonitor": {"interval": "soon"}}}, "at '/metrics/serviceMonitor/interval'", "soon"),
     ({"imagePullSecrets": [{"name": "registry"}]}, "at '/imagePullSecrets/0'", "want string"),
+    (
+        {"frontdoor": {"whip": {"advertise": "203.0.113.7"}}},
+        "at '/frontdoor/whip/advertise'",
+        "does not match",
+    ),
 ]
 
 
@@ -343,13 +365,27 @@ def test_kind_values_match_the_ports_kind_config_maps() -> None:
     assert mapped[node_ports["rtmp"]] == urlsplit(values["publicUrls"]["rtmp"]).port == 1935
     assert mapped[node_ports["http"]] == urlsplit(values["publicUrls"]["whip"]).port
     assert values["shim"]["service"]["nodePort"] in mapped
-    assert set(mapped) == {node_ports["rtmp"], node_ports["http"], values["shim"]["service"]["nodePort"]}
+    # WHIP media: the relay's node port is where the answers' candidate sends clients.
+    host, port = values["frontdoor"]["whip"]["advertise"].split(":")
+    assert mapped[node_ports["whipUdp"]] == int(port) and host == "127.0.0.1"
+    protocols = {m["containerPort"]: m["protocol"] for m in node["extraPortMappings"]}
+    assert protocols[node_ports["whipUdp"]] == "UDP"
+    shim = values["shim"]["service"]["nodePort"]
+    assert set(mapped) == {node_ports["rtmp"], node_ports["http"], node_ports["whipUdp"], shim}
 
 
 def test_the_front_doors_service_ports_can_differ_from_its_container_ports() -> None:
     """rtmps:// on 443 at a TLS-terminating load balancer reaches the front door's 1935."""
     default = index(render())["Service", f"{PREFIX}-frontdoor"]["spec"]["ports"]
-    assert {(p["port"], p["targetPort"]) for p in default} == {(1935, "rtmp"), (8080, "http")}
+    assert {(p["port"], p["targetPort"]) for p in default} == {
+        (1935, "rtmp"),
+        (8080, "http"),
+        (7885, "whip-udp"),
+    }
     values = {"frontdoor": {"service": {"type": "LoadBalancer", "ports": {"rtmp": 443}}}}
     ports = index(render(values))["Service", f"{PREFIX}-frontdoor"]["spec"]["ports"]
-    assert {(p["port"], p["targetPort"]) for p in ports} == {(443, "rtmp"), (8080, "http")}
+    assert {(p["port"], p["targetPort"]) for p in ports} == {
+        (443, "rtmp"),
+        (8080, "http"),
+        (7885, "whip-udp"),
+    }
