@@ -39,6 +39,7 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 from av.audio.frame import AudioFrame
 from av.video.frame import VideoFrame
 
+from ingress_pod import metrics
 from ingress_pod.inputs.answer import shape
 from ingress_pod.inputs.av_input import AUDIO_QUEUE, VIDEO_QUEUE, AudioInfo, InputInfo, Resampler, VideoInfo
 from ingress_pod.inputs.encoded import EncodedUnit, FrameSizer
@@ -47,6 +48,8 @@ from ingress_pod.inputs.handoff import DropOldestQueue
 from ingress_pod.inputs.stats import RateWindow
 
 log = logging.getLogger(__name__)
+# aioice logs every candidate pair's every state change at INFO: a dozen lines per session.
+logging.getLogger("aioice").setLevel(logging.WARNING)
 
 # What both modes take: aiortc receives VP8 and H.264 (constrained baseline), which LiveKit's
 # encoded source can forward and aiortc can decode; of its audio codecs only Opus goes to a room.
@@ -312,12 +315,15 @@ class _Tap:
         forward = self.kind == "video" and source.options.pass_through
         self.sizer = FrameSizer(codec.name) if forward else None
         self.decoder = None if forward else aiortc.codecs.get_decoder(codec)
+        self.decoded = metrics.FRAMES_DECODED.labels(self.kind)
 
     def decode(self, encoded: Any) -> list[Any]:
         self.rates.add(encoded.timestamp / self.clock, len(encoded.data))
         if self.sizer is None:
             assert self.decoder is not None
-            return self.decoder.decode(encoded)
+            frames = self.decoder.decode(encoded)
+            self.decoded.inc(len(frames))
+            return frames
         unit = self.sizer.unit(encoded.data, encoded.timestamp)
         return [unit] if unit else []
 

@@ -155,10 +155,20 @@ def test_the_process_node_runs_the_same_entrypoints(tmp_path: Path) -> None:
     assert Settings.model_fields["media_command"].default == media_entrypoint
 
 
-# Imports the given modules, then names the distribution of every module file loaded.
+# Imports the given modules with the distributions named in LKI_ABSENT made unimportable (as in
+# an image without them: a library's optional import of one then takes its fallback), then names
+# the distribution of every module file loaded.
 _LOADED = """
-import importlib, json, os, sys
+import importlib, importlib.abc, json, os, sys
 from importlib import metadata
+absent = set(json.loads(os.environ["LKI_ABSENT"]))
+blocked = {top for top, dists in metadata.packages_distributions().items() if set(dists) <= absent}
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname.partition(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+        return None
+sys.meta_path.insert(0, Absent())
 for name in sys.argv[1:]:
     importlib.import_module(name)
 owner = {}
@@ -170,11 +180,19 @@ print(json.dumps(sorted({owner[f] for f in map(os.path.normpath, filter(None, fi
 """
 
 
-def loaded_distributions(scripts: Iterable[str]) -> set[str]:
-    """The distributions whose modules importing these scripts' entry modules loads."""
+def loaded_distributions(scripts: Iterable[str], image: set[str]) -> set[str]:
+    """The distributions whose modules importing these scripts' entry modules loads, in an
+    environment of the `image` distributions only."""
     modules = [script_module(script) for script in scripts]
+    installed = {dist_name(d.metadata["Name"]) for d in metadata.distributions()}
+    env = {**os.environ, "LKI_ABSENT": json.dumps(sorted(installed - image - {dist_name(PROJECT["name"])}))}
     run = subprocess.run(
-        [sys.executable, "-c", _LOADED, *modules], capture_output=True, text=True, timeout=120, cwd=ROOT
+        [sys.executable, "-c", _LOADED, *modules],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
     )
     assert run.returncode == 0, run.stderr
     # The project's own (editable) install is not a dependency of itself.
@@ -205,12 +223,12 @@ MEDIA_EXTRA = {dist_name(Requirement(r).name) for r in PROJECT["optional-depende
 def test_the_control_plane_loads_only_its_own_dependencies() -> None:
     # The control-plane image installs the base dependencies alone: nothing of `media` is there.
     assert not MEDIA_EXTRA & BASE
-    loaded = loaded_distributions(IMAGES["control-plane"])
+    loaded = loaded_distributions(IMAGES["control-plane"], BASE)
     assert loaded <= BASE, f"not in the control-plane image: {sorted(loaded - BASE)}"
 
 
 def test_lki_media_loads_every_media_dependency_and_nothing_else() -> None:
-    loaded = loaded_distributions(IMAGES["media"])
+    loaded = loaded_distributions(IMAGES["media"], MEDIA)
     assert loaded >= MEDIA_EXTRA, f"in `media` but unused: {sorted(MEDIA_EXTRA - loaded)}"
     assert loaded <= MEDIA, f"not in the media image: {sorted(loaded - MEDIA)}"
 
