@@ -214,14 +214,11 @@ class Publisher:
     async def publish_video(self, plan: VideoPlan, options: VideoOptions | None) -> VideoOutput:
         """Publish the video track at the plan's top layer (the SDK derives the lower layers)."""
         top = plan.top
-        source_name, source = _VIDEO_SOURCES[options.source if options else "UNKNOWN"]
         video = rtc.VideoSource(top.width, top.height)
-        self._sources.append(video)
-        track = rtc.LocalVideoTrack.create_video_track((options and options.name) or "", video)
-        publication = await self._publish(
-            track,
+        info = await self._publish_video(
+            video,
+            options,
             rtc.TrackPublishOptions(
-                source=source,
                 simulcast=len(plan.layers) > 1,
                 video_codec=_VIDEO_CODECS[plan.codec],
                 video_encoding=rtc.VideoEncoding(max_bitrate=top.bitrate, max_framerate=plan.frame_rate),
@@ -229,16 +226,7 @@ class Publisher:
                 # the preset's sizes; an ingress keeps them and drops frames instead.
                 degradation_preference=rtc.DegradationPreference.MAINTAIN_RESOLUTION.value,
             ),
-        )
-        info = TrackInfo(
-            sid=publication.sid,
-            type="VIDEO",
-            name=publication.name,
-            source=source_name,
-            mime_type=publication.mime_type or f"video/{plan.codec}",
-            width=top.width,
-            height=top.height,
-            simulcast=len(plan.layers) > 1,
+            (plan.codec, top.width, top.height),
         )
         return VideoOutput(video, I420Converter(top.width, top.height), info)
 
@@ -246,30 +234,43 @@ class Publisher:
         self, first: EncodedUnit, options: VideoOptions | None
     ) -> EncodedVideoOutput:
         """Publish a track of the client's own encoded video, one layer, as `first` is."""
-        source_name, source = _VIDEO_SOURCES[options.source if options else "UNKNOWN"]
         video = rtc.EncodedVideoSource(first.width, first.height)
-        self._sources.append(video)
-        track = rtc.LocalVideoTrack.create_video_track((options and options.name) or "", video)
-        publication = await self._publish(
-            track,
+        info = await self._publish_video(
+            video,
+            options,
             rtc.TrackPublishOptions(
-                source=source,
                 simulcast=False,
                 video_codec=_VIDEO_CODECS[first.codec],
                 video_encoder=rtc.VideoEncoderBackend.ENCODER_BACKEND_PRE_ENCODED,
             ),
+            (first.codec, first.width, first.height),
         )
-        info = TrackInfo(
+        return EncodedVideoOutput(video, info)
+
+    async def _publish_video(
+        self,
+        video: rtc.VideoSource | rtc.EncodedVideoSource,
+        options: VideoOptions | None,
+        publish: rtc.TrackPublishOptions,
+        shape: tuple[str, int, int],
+    ) -> TrackInfo:
+        """Publish a video track of `video` with the ingress's name and source; its status entry
+        (`shape`: codec, width, height)."""
+        source_name, publish.source = _VIDEO_SOURCES[options.source if options else "UNKNOWN"]
+        self._sources.append(video)
+        track = rtc.LocalVideoTrack.create_video_track((options and options.name) or "", video)
+        publication = await self._publish(track, publish)
+        codec, width, height = shape
+        return TrackInfo(
             sid=publication.sid,
             type="VIDEO",
             name=publication.name,
             source=source_name,
-            mime_type=publication.mime_type or f"video/{first.codec}",
-            width=first.width,
-            height=first.height,
-            simulcast=False,
+            mime_type=publication.mime_type or f"video/{codec}",
+            width=width,
+            height=height,
+            simulcast=publish.simulcast,
         )
-        return EncodedVideoOutput(video, info)
 
     async def publish_audio(self, plan: AudioPlan, options: AudioOptions | None) -> AudioOutput:
         """Publish the audio track (Opus at the plan's bitrate; RED off, as LiveKit's ingress)."""

@@ -26,6 +26,7 @@ from ingress_pod import metrics
 from ingress_pod.config import MediaSettings
 from ingress_pod.inputs import codecs
 from ingress_pod.inputs.av_input import AvInput, InputOptions
+from ingress_pod.inputs.base import MediaInput
 from ingress_pod.inputs.encoded import EncodedUnit
 from ingress_pod.inputs.errors import InputError, no_media
 from ingress_pod.inputs.stats import FrameRateLimiter
@@ -58,7 +59,7 @@ LEAVE_TIMEOUT = 2.0
 FINAL_WRITE_TIMEOUT = 2.0
 
 
-Input = AvInput | WhipInput
+Input = MediaInput[VideoFrame] | MediaInput[VideoFrame | EncodedUnit]
 
 
 def _input(spec: IngressSpec, settings: MediaSettings, audio_plan: presets.AudioPlan) -> Input:

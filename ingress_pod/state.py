@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from ingress_operator.models import IngressState, IngressStatus, InputAudioState, InputVideoState, TrackInfo
 from ingress_pod import metrics
-from ingress_pod.inputs.av_input import InputInfo
+from ingress_pod.inputs.base import InputInfo
 
 log = logging.getLogger(__name__)
 

@@ -37,22 +37,16 @@ from av.video.stream import VideoStream
 
 from ingress_pod import metrics
 from ingress_pod.inputs import urls
-from ingress_pod.inputs.codecs import CodecPolicy, Kind, mime_type
+from ingress_pod.inputs.base import VIDEO_QUEUE, AudioInfo, InputInfo, MediaInput, Resampler, VideoInfo
+from ingress_pod.inputs.codecs import CodecPolicy, Kind
 from ingress_pod.inputs.errors import Corrupt, InputError, Unreachable, Unsupported, no_media, stalled
-from ingress_pod.inputs.handoff import DropOldestQueue
 from ingress_pod.inputs.srt import SrtSource
-from ingress_pod.inputs.stats import Interleaver, Pacer, RateWindow
+from ingress_pod.inputs.stats import Interleaver, Pacer
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-OUTPUT_SAMPLE_RATE = 48000
-# Newest frames kept for the loop: video keeps the latest frame only (a late frame is worth
-# less than a fresh one); audio keeps ~0.2 s of AAC frames, the rest of its latency policy
-# is the session's.
-VIDEO_QUEUE = 1
-AUDIO_QUEUE = 10
 # A stream whose last packets all failed to produce a frame is undecodable; live streams
 # recover from one bad packet well within this many.
 MAX_PACKETS_WITHOUT_FRAME = 90
@@ -69,41 +63,6 @@ _DIAGNOSE_TIMEOUT = 5.0
 
 # Streams that are pictures, not a video track: cover art of MP3, M4A and FLAC files.
 _PICTURES = Disposition.attached_pic | Disposition.timed_thumbnails
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """The input's video stream as FFmpeg found it."""
-
-    codec: str
-    width: int
-    height: int
-    framerate: float  # nominal, from the container; 0 when unknown
-
-    @property
-    def mime_type(self) -> str:
-        return mime_type("video", self.codec)
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    """The input's audio stream as FFmpeg found it."""
-
-    codec: str
-    channels: int
-    sample_rate: int
-
-    @property
-    def mime_type(self) -> str:
-        return mime_type("audio", self.codec)
-
-
-@dataclass(frozen=True)
-class InputInfo:
-    """The streams found in the input (at most one of each kind is used)."""
-
-    video: VideoInfo | None
-    audio: AudioInfo | None
 
 
 @dataclass(frozen=True)
@@ -220,45 +179,12 @@ class _DecodeWatch:
         return Corrupt(f"corrupt {self.kind} stream: could not decode {self.codec}{detail}")
 
 
-class Resampler:
-    """Converts decoded audio to the published format (s16, 48 kHz, `channels`). PyAV's
-    resampler takes the format of its first frame only and refuses others: it is rebuilt when
-    the input's changes mid-stream (an HLS discontinuity into an ad at 44.1 kHz mono)."""
-
-    def __init__(self, channels: int) -> None:
-        self._layout = "stereo" if channels == 2 else "mono"
-        self._input: tuple[str, str, int] | None = None
-        self._resampler: av.AudioResampler | None = None
-
-    def resample(self, frame: AudioFrame) -> list[AudioFrame]:
-        """The output frames `frame` completes (the resampler keeps a few samples back)."""
-        out: list[AudioFrame | None] = []
-        source = (frame.format.name, frame.layout.name, frame.sample_rate)
-        if self._resampler is None or source != self._input:
-            if self._resampler is not None:
-                out += self._resampler.resample(None)  # what the previous format left inside
-            self._resampler = av.AudioResampler(format="s16", layout=self._layout, rate=OUTPUT_SAMPLE_RATE)
-            self._input = source
-        out += self._resampler.resample(frame)
-        # A resampler with nothing to convert passes frames through, and flushes as [None].
-        return [each for each in out if each is not None]
-
-
-class AvInput:
-    """One input read by a worker thread; the event loop takes frames from `video` and
-    `audio` and awaits `opened` (the streams found) and `ended` (None at end of input)."""
+class AvInput(MediaInput[VideoFrame]):
+    """One input read by a worker thread (PyAV): RTMP's FLV from the front door, or a URL."""
 
     def __init__(self, options: InputOptions, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop, VIDEO_QUEUE)
         self.options = options
-        self._loop = loop
-        self.video: DropOldestQueue[VideoFrame] = DropOldestQueue(loop, VIDEO_QUEUE)
-        self.audio: DropOldestQueue[AudioFrame] = DropOldestQueue(loop, AUDIO_QUEUE)
-        self.video_rates = RateWindow()
-        self.audio_rates = RateWindow()
-        self.opened: asyncio.Future[InputInfo] = loop.create_future()
-        self.ended: asyncio.Future[InputError | None] = loop.create_future()
-        # Media time of the newest decoded audio: the session drops audio already stale against it.
-        self.audio_time = 0.0
         self._stop = threading.Event()
         self._playing = threading.Event()
         self._srt: SrtSource | None = None

@@ -41,11 +41,9 @@ from av.video.frame import VideoFrame
 
 from ingress_pod import metrics
 from ingress_pod.inputs.answer import shape
-from ingress_pod.inputs.av_input import AUDIO_QUEUE, VIDEO_QUEUE, AudioInfo, InputInfo, Resampler, VideoInfo
+from ingress_pod.inputs.base import VIDEO_QUEUE, AudioInfo, InputInfo, MediaInput, Resampler, VideoInfo
 from ingress_pod.inputs.encoded import EncodedUnit, FrameSizer
 from ingress_pod.inputs.errors import InputError, Unreachable, Unsupported
-from ingress_pod.inputs.handoff import DropOldestQueue
-from ingress_pod.inputs.stats import RateWindow
 
 log = logging.getLogger(__name__)
 # aioice logs every candidate pair's every state change at INFO: a dozen lines per session.
@@ -79,21 +77,12 @@ class WhipOptions:
     open_timeout: float = 10.0
 
 
-class WhipInput:
-    """A WebRTC session with a WHIP client, offered to the session as AvInput is: `opened`,
-    `ended`, frame queues (`EncodedUnit`s for pass-through video) and rate windows."""
+class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
+    """A WebRTC session with a WHIP client; pass-through video arrives as `EncodedUnit`s."""
 
     def __init__(self, options: WhipOptions, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop, FORWARD_QUEUE if options.pass_through else VIDEO_QUEUE)
         self.options = options
-        self._loop = loop
-        video_queue = FORWARD_QUEUE if options.pass_through else VIDEO_QUEUE
-        self.video: DropOldestQueue[VideoFrame | EncodedUnit] = DropOldestQueue(loop, video_queue)
-        self.audio: DropOldestQueue[AudioFrame] = DropOldestQueue(loop, AUDIO_QUEUE)
-        self.video_rates = RateWindow()
-        self.audio_rates = RateWindow()
-        self.opened: asyncio.Future[InputInfo] = loop.create_future()
-        self.ended: asyncio.Future[InputError | None] = loop.create_future()
-        self.audio_time = 0.0
         self.video_codec = ""  # as negotiated: "VP8" or "H264"
         self._pc: RTCPeerConnection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -109,9 +98,6 @@ class WhipInput:
     def start(self) -> None:
         """Fetch the offer, answer it, and receive until the session ends."""
         self._task = self._loop.create_task(self._run())
-
-    def play(self) -> None:
-        """A live input is never held (AvInput's interface)."""
 
     def stop(self) -> None:
         """End the WebRTC session (the session is over)."""

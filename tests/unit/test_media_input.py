@@ -21,7 +21,8 @@ from av.audio.frame import AudioFrame
 from av.video.frame import VideoFrame
 
 from ingress_pod.inputs import codecs
-from ingress_pod.inputs.av_input import AvInput, InputInfo, InputOptions, classify, redact
+from ingress_pod.inputs.av_input import AvInput, InputOptions, classify, redact
+from ingress_pod.inputs.base import InputInfo
 from ingress_pod.inputs.errors import Corrupt, InputError, NoMedia, Stalled, Unreachable, Unsupported
 
 FFMPEG = shutil.which("ffmpeg")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from ingress_operator.models import IngressState, IngressStatus, InputAudioState, InputVideoState, TrackInfo
-from ingress_pod.inputs.av_input import AudioInfo, InputInfo, VideoInfo
+from ingress_pod.inputs.base import AudioInfo, InputInfo, VideoInfo
 from ingress_pod.state import StateReporter, input_states, inputs_changed, patch_ops
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -23,7 +23,8 @@ import pytest_asyncio
 from aiohttp import web
 
 from ingress_pod.inputs import codecs, urls
-from ingress_pod.inputs.av_input import AvInput, InputInfo, InputOptions
+from ingress_pod.inputs.av_input import AvInput, InputOptions
+from ingress_pod.inputs.base import InputInfo
 from ingress_pod.inputs.errors import Corrupt, InputError, Stalled, Unreachable, Unsupported
 
 FFMPEG = shutil.which("ffmpeg")

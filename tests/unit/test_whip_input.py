@@ -30,7 +30,7 @@ from aiortc.sdp import candidate_from_sdp
 from av.audio.frame import AudioFrame
 from av.video.frame import VideoFrame
 
-from ingress_pod.inputs.av_input import InputInfo
+from ingress_pod.inputs.base import InputInfo
 from ingress_pod.inputs.encoded import EncodedUnit
 from ingress_pod.inputs.errors import InputError, Unsupported
 from ingress_pod.inputs.handoff import DropOldestQueue
