@@ -52,6 +52,8 @@ def stun_ufrag(packet: bytes) -> str | None:
     offset, end = _STUN_HEADER.size, _STUN_HEADER.size + length
     while offset + 4 <= end:
         attr, size = struct.unpack_from("!HH", packet, offset)
+        if offset + 4 + size > end:
+            return None
         if attr == _STUN_USERNAME:
             username = packet[offset + 4 : offset + 4 + size].decode(errors="replace")
             return username.split(":", 1)[0]
@@ -167,6 +169,7 @@ class UdpRelay(asyncio.DatagramProtocol):
         flow.upstream = transport
         for data in flow.pending:
             transport.sendto(data)
+            _TO_POD.inc()
         flow.pending.clear()
 
     def _close(self, client: tuple[str, int]) -> None:
@@ -187,8 +190,9 @@ def relay_answer(
 ) -> tuple[str, str, tuple[str, int]]:
     """(the answer with the relay's candidate, the pod's ufrag, the pod's candidate address).
 
-    Every media section gets the relay's candidate, at the highest priority; the pod's own
-    candidates stay unless told otherwise (a client inside the cluster reaches them directly).
+    Every media section gets the relay's candidate, a host candidate at the highest priority
+    (the pod's own have the same: a client tries both); the pod's own candidates stay unless
+    told otherwise (a client inside the cluster reaches them directly).
     Raises ValueError for an answer without a ufrag or a UDP host candidate."""
     parts = sdp.sections(answer)
     lines = [line for part in parts for line in part]
