@@ -38,8 +38,12 @@ class Page:
         self.reports: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.process: asyncio.subprocess.Process | None = None
 
-    async def next(self, event: str, within: float = 30) -> dict[str, Any]:
-        """The next report of this kind (others are skipped); an `error` report raises."""
+    async def next(self, event: str, within: float = 30, fresh: bool = False) -> dict[str, Any]:
+        """The next report of this kind (others are skipped); an `error` report raises. With
+        `fresh`, one sent from now on (what is queued is dropped: the page's stats, every 2 s)."""
+        while fresh and not self.reports.empty():
+            if self.reports.get_nowait()["ev"] == "error":
+                raise AssertionError("the page failed")
         async with asyncio.timeout(within):
             while True:
                 report = await self.reports.get()

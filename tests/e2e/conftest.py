@@ -177,6 +177,26 @@ class Ingress:
 
         return await wait_for(check, f"state {S.Name(status)}", within)
 
+    @contextlib.asynccontextmanager
+    async def statuses(self, interval: float = 0.05) -> AsyncIterator[list[int]]:
+        """The distinct statuses ListIngress shows while the block runs, in order (polled)."""
+        seen: list[int] = []
+
+        async def poll() -> None:
+            while True:
+                status = (await self.get()).state.status
+                if not seen or seen[-1] != status:
+                    seen.append(status)
+                await asyncio.sleep(interval)
+
+        task = asyncio.create_task(poll())
+        try:
+            yield seen
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def media_pod(self, kube: Kube) -> dict[str, Any]:
         """The one media pod of the live session."""
         (pod,) = await media_pods_of(kube, self.env, self.info.ingress_id)

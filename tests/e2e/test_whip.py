@@ -61,6 +61,7 @@ async def test_browser_publishes_vp8_through_the_relay_as_it_is_then_delete_leav
     assert ingress.info.url == stack_env["WHIP_BASE_URL"] and not ingress.info.enable_transcoding
     before = await relayed_packets(stack_env)
     async with (
+        ingress.statuses() as statuses,
         ingress.subscriber() as sub,
         chromium_whip(
             ingress.info.url, ingress.info.stream_key, codec="VP8", path="relay", w=640, h=360, seconds=0
@@ -92,6 +93,14 @@ async def test_browser_publishes_vp8_through_the_relay_as_it_is_then_delete_leav
         # The media went through the front door's UDP port (the page kept only its candidate).
         assert await relayed_packets(stack_env) > before + 100
 
+        # A subscriber joining now needs a keyframe: LiveKit asks the pod, the pod asks the
+        # browser (RTCP PLI), and the browser encodes one.
+        before_late = await page.next("stats", fresh=True)
+        async with ingress.subscriber() as late:
+            await late.receive("browser", video_frames=10, audio_frames=1, within=10)
+        after_late = await page.next("stats", fresh=True)
+        assert after_late["plis"] > before_late["plis"] and after_late["keyframes"] > before_late["keyframes"]
+
         # A second publisher with the same key is turned away while this one is live.
         status, text = await post(f"{ingress.info.url}/{ingress.info.stream_key}", SKETCH_OFFER)
         assert (status, text.strip()) == (409, "ingress already has a live publisher")
@@ -106,7 +115,14 @@ async def test_browser_publishes_vp8_through_the_relay_as_it_is_then_delete_leav
             async with http.delete(session, headers={"Origin": "http://page.test"}) as resp:
                 assert resp.status == 200 and resp.headers["Access-Control-Allow-Origin"] == "*"
         assert await asyncio.wait_for(sub.left.get(), 10) == "browser"
-    ended = await ingress.state_is(S.ENDPOINT_INACTIVE, within=15)
+        ended = await ingress.state_is(S.ENDPOINT_INACTIVE, within=15)
+
+        async def polled_inactive() -> list[int] | None:
+            return statuses if statuses[-1] == S.ENDPOINT_INACTIVE else None
+
+        await wait_for(polled_inactive, "the status poll to see INACTIVE", within=5)
+    # BUFFERING from the POST (while the pod starts) until the tracks are out.
+    assert statuses == [S.ENDPOINT_INACTIVE, S.ENDPOINT_BUFFERING, S.ENDPOINT_PUBLISHING, S.ENDPOINT_INACTIVE]
     assert ended.state.ended_at >= ended.state.started_at > 0
     assert ended.state.resource_id == state.resource_id
 
@@ -244,6 +260,6 @@ async def test_a_simulcasting_browser_sends_only_its_best_layer_which_is_forward
         # The browser's own view: the answer kept layer f alone, so q and h encode nothing.
         encoded: dict[str, int] = {}
         while len(encoded) < 3:
-            stats = await page.next("stats")
+            stats = await page.next("stats", fresh=not encoded)
             encoded[stats["rid"]] = stats["encoded"]
         assert encoded["f"] > 0 and encoded["q"] == encoded["h"] == 0, encoded
