@@ -302,7 +302,7 @@ class Session:
         room_id: str,
     ) -> None:
         """Pass-through: the client's frames go into the room as they are, and the room's
-        keyframe requests go back to the client."""
+        keyframe requests and bitrate target go back to the client."""
         unit = await source.video.get()
         assert isinstance(unit, EncodedUnit)
         try:
@@ -314,8 +314,11 @@ class Session:
         published = metrics.FRAMES_PUBLISHED.labels("video")
         refused = metrics.FRAMES_DROPPED.labels("video", "refused")
         while True:
-            if output.source.take_feedback().keyframe_requested:
+            feedback = output.source.take_feedback()
+            if feedback.keyframe_requested:
                 source.request_keyframe()
+            if feedback.rate_control is not None:
+                source.limit_bitrate(feedback.rate_control.target_bitrate_bps)
             if output.send(unit):
                 published.inc()
             else:

@@ -35,11 +35,13 @@ from aiortc import (
 from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 from av.audio.frame import AudioFrame
 from av.video.frame import VideoFrame
 
 from ingress_pod import metrics
+from ingress_pod.inputs import jitter
 from ingress_pod.inputs.answer import shape
 from ingress_pod.inputs.base import VIDEO_QUEUE, AudioInfo, InputInfo, MediaInput, Resampler, VideoInfo
 from ingress_pod.inputs.encoded import EncodedUnit, FrameSizer
@@ -119,6 +121,17 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
         for source in receiver.getSynchronizationSources():
             self._loop.create_task(receiver._send_rtcp_pli(source.source))
 
+    def limit_bitrate(self, bps: int) -> None:
+        """Cap the client's video bitrate (RTCP REMB) at what the room's side can carry: past
+        it, frames would queue in the pod on their way to LiveKit."""
+        receiver = self._receiver("video")
+        if receiver is None:
+            return
+        ssrcs = [source.source for source in receiver.getSynchronizationSources()]
+        if ssrcs:
+            remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=0, media_ssrc=0, fci=pack_remb_fci(bps, ssrcs))
+            self._loop.create_task(receiver._send_rtcp(remb))
+
     def _receiver(self, kind: str) -> RTCRtpReceiver | None:
         if self._pc is None:
             return None
@@ -192,9 +205,11 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
         # Video takes the client's first choice among aiortc's codecs (VP8, H.264: both modes
         # take both); audio is Opus only, of aiortc's four.
         if "video" in self._expected:
-            pc.addTransceiver("video", direction="recvonly")
+            jitter.install(pc.addTransceiver("video", direction="recvonly").receiver, "video")
         if "audio" in self._expected:
-            pc.addTransceiver("audio", direction="recvonly").setCodecPreferences(_opus())
+            audio = pc.addTransceiver("audio", direction="recvonly")
+            audio.setCodecPreferences(_opus())
+            jitter.install(audio.receiver, "audio")
         try:
             await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
         except OperationError:
@@ -258,11 +273,14 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
     def _put_video(self, frame: VideoFrame | EncodedUnit) -> None:
         if isinstance(frame, EncodedUnit):
             if self._awaiting_keyframe and not frame.keyframe:
+                metrics.FRAMES_DROPPED.labels("video", "keyframe_wait").inc()
                 return
             self._awaiting_keyframe = False
-        if self.video.put(frame) and isinstance(frame, EncodedUnit):
-            self._awaiting_keyframe = True
-            self.request_keyframe()
+        if self.video.put(frame):
+            metrics.FRAMES_DROPPED.labels("video", "late").inc()
+            if isinstance(frame, EncodedUnit):
+                self._awaiting_keyframe = True
+                self.request_keyframe()
 
     async def _opening(self) -> None:
         """`opened` once every announced kind has media, or the grace after the first ran out."""
