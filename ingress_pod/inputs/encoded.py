@@ -60,7 +60,7 @@ def _h264_nals(data: bytes) -> list[bytes]:
 
 def vp8_size(data: bytes) -> tuple[int, int] | None:
     """The picture size in a VP8 key frame's header (RFC 6386 9.1), or None if it has none."""
-    if len(data) < 10 or data[3:6] != _VP8_START_CODE:
+    if len(data) < 10 or data[0] & 0x01 or data[3:6] != _VP8_START_CODE:
         return None
     return int.from_bytes(data[6:8], "little") & 0x3FFF, int.from_bytes(data[8:10], "little") & 0x3FFF
 

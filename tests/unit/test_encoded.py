@@ -11,7 +11,7 @@ import pytest
 from av.codec.context import CodecContext
 from av.video.codeccontext import VideoCodecContext
 
-from ingress_pod.inputs.encoded import FrameSizer, h264_nal_types, is_keyframe
+from ingress_pod.inputs.encoded import FrameSizer, h264_nal_types, is_keyframe, vp8_size
 
 GOP = 4
 FRAMES = 10
@@ -133,3 +133,68 @@ def test_timestamp_from_the_rtp_clock(rtp_timestamp: int, timestamp_us: int) -> 
     keyframe = bytes(encode("VP8", frames=1)[0])
     unit = sizer.unit(keyframe, rtp_timestamp)
     assert unit is not None and unit.timestamp_us == timestamp_us
+
+
+@pytest.mark.parametrize(("width", "height"), [(64, 48), (322, 242), (17, 9), (1920, 1080)])
+def test_vp8_size_of_real_key_frames(width: int, height: int) -> None:
+    key, delta = (bytes(packet) for packet in encode("VP8", width, height, frames=2))
+    assert vp8_size(key) == (width, height)
+    assert vp8_size(delta) is None  # only a key frame's header has the size
+    # The top two bits of each are the upscaling a decoder may apply (RFC 6386 9.1), not the size.
+    scaled = bytearray(key)
+    scaled[7] |= 0xC0
+    scaled[9] |= 0x40
+    assert vp8_size(bytes(scaled)) == (width, height)
+
+
+def test_vp8_size_of_no_key_frame() -> None:
+    key = bytes(encode("VP8", frames=1)[0])
+    for data in [
+        b"",
+        key[:9],  # cut before the height
+        key[:3] + b"\x00\x00\x00" + key[6:],  # no start code
+        b"\x9d\x01\x2a" + key[6:],  # the start code, not where a key frame has it
+        bytes(range(64)),
+        bytes(encode("H264", frames=1)[0]),
+    ]:
+        assert vp8_size(data) is None, data[:16]
+
+
+class CountingDecoder:
+    """A decoder that counts the packets it is given."""
+
+    def __init__(self, decoder: Any) -> None:
+        self.decoder = decoder
+        self.decodes = 0
+
+    def decode(self, packet: av.Packet[Any]) -> Any:
+        """The wrapped decoder's frames of `packet`."""
+        self.decodes += 1
+        return self.decoder.decode(packet)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "decodes"),
+    [
+        pytest.param([(64, 48)], 1, id="one-size"),
+        # A new encoder of the same settings writes the same SPS: nothing to decode.
+        pytest.param([(64, 48), (64, 48)], 1, id="same-size-again"),
+        pytest.param([(64, 48), (96, 80)], 2, id="new-size"),
+        pytest.param([(64, 48), (96, 80), (64, 48)], 3, id="new-size-and-back"),
+    ],
+)
+def test_frame_sizer_decodes_an_h264_keyframe_only_when_its_sps_changes(
+    monkeypatch: pytest.MonkeyPatch, sizes: list[tuple[int, int]], decodes: int
+) -> None:
+    sizer = FrameSizer("H264")
+    counting = CountingDecoder(sizer._decoder)
+    monkeypatch.setattr(sizer, "_decoder", counting)
+    expected, seen = [], []
+    for width, height in sizes:
+        for packet in encode("H264", width, height, frames=GOP * 4):  # four IDRs each
+            unit = sizer.unit(bytes(packet), 0)
+            assert unit is not None
+            seen.append((unit.width, unit.height))
+            expected.append((width, height))
+    assert seen == expected
+    assert counting.decodes == decodes

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import aioice.ice
 import aiortc.codecs
+import aiortc.codecs.vpx
 import aiortc.rtcrtpreceiver
 import numpy
 import pytest
@@ -26,6 +27,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, unpack_remb_fci
 from aiortc.sdp import candidate_from_sdp
 from av.audio.frame import AudioFrame
 from av.video.frame import VideoFrame
@@ -317,3 +319,39 @@ async def test_a_client_that_gave_up_before_the_answer_ends_the_input(channel: C
     async with whip_input(channel, pc) as source:
         assert "sdp" in await channel.next_answer()
         assert await ended(source, within=STOP_WAIT) is None
+
+
+@pytest.mark.parametrize(
+    ("bps", "target"),
+    [
+        (400_000, 400_000),
+        # aiortc's VP8 encoder clamps its target to its floor (250 kbit/s).
+        (150_000, aiortc.codecs.vpx.MIN_BITRATE),
+    ],
+)
+async def test_limit_bitrate_lowers_the_clients_encoder_bitrate(
+    channel: Channel, monkeypatch: pytest.MonkeyPatch, bps: int, target: int
+) -> None:
+    pc = client(audio=None)
+    sender = pc.getTransceivers()[0].sender
+    rembs: list[int] = []
+    remb_handled = asyncio.Event()
+    handle = sender._handle_rtcp_packet
+
+    async def handle_and_note(packet: AnyRtcpPacket) -> None:
+        await handle(packet)
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            rembs.append(unpack_remb_fci(packet.fci)[0])
+            remb_handled.set()
+
+    monkeypatch.setattr(sender, "_handle_rtcp_packet", handle_and_note)
+    async with session(channel, pc) as source:
+        await units(source, 1)
+        encoder = sender._RTCRtpSender__encoder  # type: ignore[attr-defined]
+        # The answer leaves out abs-send-time, so the pod's own estimate sends no REMB of its own.
+        assert encoder.target_bitrate == aiortc.codecs.vpx.DEFAULT_BITRATE and not rembs
+        source.limit_bitrate(bps)
+        async with asyncio.timeout(WAIT):
+            await remb_handled.wait()
+        assert rembs == [bps]
+        assert encoder.target_bitrate == target
