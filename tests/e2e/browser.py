@@ -1,6 +1,7 @@
 """Headless Chromium as a WHIP client: Debian's chromium loads whip_client/publish.html from a
 server on 127.0.0.1 (another origin than the front door's, so CORS is exercised) and the page
 publishes with the browser's own WebRTC and fetch, reporting each step back to that server.
+Also what the tests and bench/whip.py read of the front door's side: its UDP relay's count.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 PAGE = Path(__file__).parent / "whip_client" / "publish.html"
@@ -51,6 +53,24 @@ class Page:
                     raise AssertionError(f"the page failed: {report['message']}")
                 if report["ev"] == event:
                     return report
+
+
+def frontdoor_origin(whip_url: str) -> str:
+    """The front door's HTTP origin (its /metrics, its session URLs), from a WHIP URL."""
+    parts = urllib.parse.urlsplit(whip_url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+async def relayed_packets(whip_url: str) -> float:
+    """Packets the front door's UDP relay has passed to media pods so far (its /metrics)."""
+    sample = 'lki_frontdoor_whip_relayed_packets_total{direction="to_pod"}'
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as http,
+        http.get(f"{frontdoor_origin(whip_url)}/metrics") as resp,
+    ):
+        text = await resp.text()
+    return float(next(line for line in text.splitlines() if line.startswith(sample)).split()[-1])
 
 
 @contextlib.asynccontextmanager

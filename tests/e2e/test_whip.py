@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import urllib.parse
 from typing import Any
 
 import aiohttp
@@ -19,7 +18,7 @@ import pytest
 from livekit import api
 
 from local_stack.node.kube import Kube
-from tests.e2e.browser import chromium_whip
+from tests.e2e.browser import chromium_whip, frontdoor_origin, relayed_packets
 from tests.e2e.conftest import S, media_pods_of, wait_for
 
 pytestmark = [
@@ -31,20 +30,6 @@ pytestmark = [
 WHIP = api.IngressInput.WHIP_INPUT
 # Enough of an offer for the front door's checks, which come before any pod is asked.
 SKETCH_OFFER = "v=0\r\ns=-\r\nt=0 0\r\na=ice-ufrag:abcd\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
-
-
-def frontdoor(env: dict[str, str]) -> str:
-    """The front door's HTTP origin (the WHIP endpoint's)."""
-    parts = urllib.parse.urlsplit(env["WHIP_BASE_URL"])
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-async def relayed_packets(env: dict[str, str]) -> float:
-    """Packets the front door's UDP port relayed to media pods so far."""
-    async with aiohttp.ClientSession() as http, http.get(f"{frontdoor(env)}/metrics") as resp:
-        text = await resp.text()
-    sample = 'lki_frontdoor_whip_relayed_packets_total{direction="to_pod"}'
-    return float(next(x for x in text.splitlines() if x.startswith(sample)).split()[-1])
 
 
 async def post(url: str, body: str, content_type: str = "application/sdp", **headers: str) -> tuple[int, str]:
@@ -59,7 +44,7 @@ async def test_browser_publishes_vp8_through_the_relay_as_it_is_then_delete_leav
 ) -> None:
     ingress = await make_ingress(input_type=WHIP, identity="browser")
     assert ingress.info.url == stack_env["WHIP_BASE_URL"] and not ingress.info.enable_transcoding
-    before = await relayed_packets(stack_env)
+    before = await relayed_packets(stack_env["WHIP_BASE_URL"])
     async with (
         ingress.statuses() as statuses,
         ingress.subscriber() as sub,
@@ -91,7 +76,7 @@ async def test_browser_publishes_vp8_through_the_relay_as_it_is_then_delete_leav
         assert state.audio.mime_type == "audio/opus" and state.audio.sample_rate == 48000
         assert {t.mime_type for t in state.tracks} == {"video/VP8", "audio/opus"}
         # The media went through the front door's UDP port (the page kept only its candidate).
-        assert await relayed_packets(stack_env) > before + 100
+        assert await relayed_packets(stack_env["WHIP_BASE_URL"]) > before + 100
 
         # A subscriber joining now needs a keyframe: LiveKit asks the pod, the pod asks the
         # browser (RTCP PLI), and the browser encodes one.
@@ -105,7 +90,7 @@ async def test_browser_publishes_vp8_through_the_relay_as_it_is_then_delete_leav
         status, text = await post(f"{ingress.info.url}/{ingress.info.stream_key}", SKETCH_OFFER)
         assert (status, text.strip()) == (409, "ingress already has a live publisher")
 
-        session = frontdoor(stack_env) + answer["location"]
+        session = frontdoor_origin(stack_env["WHIP_BASE_URL"]) + answer["location"]
         async with aiohttp.ClientSession() as http:
             # aiortc can't restart ICE: the client is told so, and the session goes on.
             restart = "a=ice-ufrag:new1\r\na=ice-pwd:0123456789abcdefghijklmn\r\n"
