@@ -283,7 +283,7 @@ class Session:
             video_rates, audio_rates = source.video_rates.rates(), source.audio_rates.rates()
             metrics.INPUT_BITRATE.labels("video").set(video_rates[0])
             metrics.INPUT_BITRATE.labels("audio").set(audio_rates[0])
-            if not await reporter.inputs(*input_states(info, video_rates, audio_rates)):
+            if not await reporter.inputs(*input_states(source.info(), video_rates, audio_rates)):
                 self._finish(TAKEN_OVER)
                 return
 

@@ -106,6 +106,10 @@ class MediaInput(Generic[V]):
         """Start reading."""
         raise NotImplementedError
 
+    def info(self) -> InputInfo:
+        """The streams as they are now (once `opened`): a live input may change its picture size."""
+        return self.opened.result()
+
     def play(self) -> None:
         """The session is in the room, about to publish: a held input may start (a live one
         is never held)."""

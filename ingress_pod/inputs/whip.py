@@ -95,6 +95,7 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
         self._resampler = Resampler(options.audio_channels)
         self._awaiting_keyframe = False
         self._closing = False
+        self._video_size = (0, 0)
         self._last_keyframe_request = -KEYFRAME_REQUEST_INTERVAL
 
     def start(self) -> None:
@@ -256,7 +257,9 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
                 frame: Any = await track.recv()  # a VideoFrame, an EncodedUnit (see _Tap) or an AudioFrame
                 if track.kind == "video":
                     self._put_video(frame)
-                    if first:
+                    if (frame.width, frame.height) != self._video_size:
+                        # A browser changes its picture size with its bandwidth and CPU.
+                        self._video_size = frame.width, frame.height
                         self._video_info = VideoInfo(self.video_codec.lower(), frame.width, frame.height, 0.0)
                 else:
                     assert isinstance(frame, AudioFrame)
@@ -269,6 +272,11 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
                 if first:
                     first = False
                     self._loop.create_task(self._opening())
+
+    def info(self) -> InputInfo:
+        """The streams now: the picture size follows the client's."""
+        opened = self.opened.result()
+        return InputInfo(self._video_info if opened.video else None, opened.audio)
 
     def _put_video(self, frame: VideoFrame | EncodedUnit) -> None:
         if isinstance(frame, EncodedUnit):

@@ -102,17 +102,18 @@ async def channel() -> AsyncIterator[Channel]:
 
 
 class Pattern(VideoStreamTrack):
-    """WIDTHxHEIGHT frames of changing grey at 30 fps."""
+    """Frames of changing grey at 30 fps, WIDTHxHEIGHT until `size` is changed."""
 
     def __init__(self) -> None:
         super().__init__()
         self.count = 0
+        self.size = (WIDTH, HEIGHT)
 
     async def recv(self) -> VideoFrame:
         pts, time_base = await self.next_timestamp()
         self.count += 1
         frame = VideoFrame.from_ndarray(
-            numpy.full((HEIGHT, WIDTH, 3), self.count * 7 % 256, numpy.uint8), format="rgb24"
+            numpy.full((self.size[1], self.size[0], 3), self.count * 7 % 256, numpy.uint8), format="rgb24"
         )
         frame.pts, frame.time_base = pts, time_base
         return frame
@@ -355,3 +356,18 @@ async def test_limit_bitrate_lowers_the_clients_encoder_bitrate(
             await remb_handled.wait()
         assert rembs == [bps]
         assert encoder.target_bitrate == target
+
+
+async def test_the_input_state_follows_the_clients_picture_size(channel: Channel) -> None:
+    pc = client(audio=None)
+    pattern = pc.getTransceivers()[0].sender.track
+    assert isinstance(pattern, Pattern)
+    async with session(channel, pc) as source:
+        first = await opened(source)
+        assert first.video is not None and (first.video.width, first.video.height) == (WIDTH, HEIGHT)
+        pattern.size = (WIDTH // 2, HEIGHT // 2)  # the encoder restarts with a keyframe at the new size
+        async with asyncio.timeout(WAIT):
+            while (await units(source, 1))[0].width != WIDTH // 2:
+                pass
+        now = source.info().video
+        assert now is not None and (now.width, now.height) == (WIDTH // 2, HEIGHT // 2)
