@@ -34,7 +34,9 @@ class Settings(BaseSettings):
         description="UDP port relaying WHIP media to media pods (0: none, clients reach pods)",
     )
     frontdoor_whip_udp_advertise: str = Field(
-        "", description="host:port WHIP clients reach that UDP port at (default: bind address and port)"
+        "",
+        pattern=r"^$|^(\[[0-9A-Fa-f:.]+\]|[^:\[\]\s]+):[0-9]{1,5}$",
+        description="host:port (or [v6]:port) WHIP clients send media to (default: bind address, port)",
     )
     frontdoor_whip_pod_candidates: bool = Field(
         True, description="keep the media pods' own ICE candidates in WHIP answers beside the relay's"

@@ -28,7 +28,7 @@ from ingress_pod.inputs import codecs
 from ingress_pod.inputs.av_input import AvInput, InputOptions
 from ingress_pod.inputs.base import MediaInput
 from ingress_pod.inputs.encoded import EncodedUnit
-from ingress_pod.inputs.errors import InputError, no_media
+from ingress_pod.inputs.errors import InputError
 from ingress_pod.inputs.stats import FrameRateLimiter
 from ingress_pod.inputs.whip import WhipInput, WhipOptions
 from ingress_pod.publish import (
@@ -254,7 +254,7 @@ class Session:
             try:
                 info = await asyncio.wait_for(asyncio.shield(source.opened), settings.open_timeout)
             except TimeoutError:
-                self._finish(failed(no_media(settings.open_timeout).message))
+                self._finish(failed(source.no_media(settings.open_timeout).message))
                 return
             video, audio = input_states(info, source.video_rates.rates(), source.audio_rates.rates())
             if not await reporter.buffering(video, audio):

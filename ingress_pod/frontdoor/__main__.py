@@ -28,7 +28,11 @@ async def serve(settings: Settings) -> None:
     relay = None
     if settings.frontdoor_whip_udp_port:
         host, _, port = settings.frontdoor_whip_udp_advertise.rpartition(":")
-        advertise = (host, int(port)) if host else (settings.frontdoor_bind, settings.frontdoor_whip_udp_port)
+        advertise = (
+            (host.strip("[]"), int(port))
+            if host
+            else (settings.frontdoor_bind, settings.frontdoor_whip_udp_port)
+        )
         relay = UdpRelay(advertise, settings.frontdoor_whip_pod_candidates)
         await relay.start(settings.frontdoor_bind, settings.frontdoor_whip_udp_port)
     # A WHIP client hanging up while its pod starts must end its session (whip.Whip.publish).
@@ -46,6 +50,9 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     server.close()
     await rtmp.close_connections()
+    # WHIP sessions have no connection to close: their pods' channels end here, and with them
+    # the sessions (INACTIVE), within the pod's grace period rather than aiohttp's 60 s wait.
+    registry.end_all("front door stopping")
     await runner.cleanup()
     if relay is not None:
         relay.close()

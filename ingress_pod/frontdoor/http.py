@@ -15,6 +15,7 @@ from functools import partial
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
+from ingress_operator.models import InputType
 from ingress_operator.promhttp import identify, serve_metrics
 from ingress_pod.frontdoor.sessions import RESOURCE_PREFIX, SessionRegistry
 from ingress_pod.frontdoor.udp import UdpRelay
@@ -40,7 +41,7 @@ async def session_source(request: web.Request) -> web.StreamResponse:
         raise web.HTTPConflict(text="session already has a reader\n")
     session.attach()
     log.info("media pod attached", extra=session.log_extra)
-    content_type = "video/x-flv" if session.cache is not None else "application/x-ndjson"
+    content_type = "video/x-flv" if session.input_type is InputType.RTMP else "application/x-ndjson"
     resp = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-store"})
     await resp.prepare(request)
     try:
@@ -63,9 +64,9 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(status=200 if ready else 503, text="ok\n" if ready else "syncing\n")
 
 
-def _live(registry: SessionRegistry, prefix: str) -> int:
-    """How many live sessions have a resource id starting with `prefix` (one input type)."""
-    return sum(s.resource_id.startswith(prefix) for s in registry.by_ingress.values())
+def _live(registry: SessionRegistry, input_type: InputType) -> int:
+    """How many live sessions of this input type there are."""
+    return sum(s.input_type is input_type for s in registry.by_ingress.values())
 
 
 def make_app(registry: SessionRegistry, relay: UdpRelay | None = None) -> web.Application:
@@ -76,6 +77,6 @@ def make_app(registry: SessionRegistry, relay: UdpRelay | None = None) -> web.Ap
     app.router.add_get("/sessions/{resource_id}/{token}", session_source)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", serve_metrics)
-    for input_type, prefix in RESOURCE_PREFIX.items():
-        SESSIONS.labels(input_type.value).set_function(partial(_live, registry, prefix))
+    for input_type in RESOURCE_PREFIX:
+        SESSIONS.labels(input_type.value).set_function(partial(_live, registry, input_type))
     return app

@@ -45,27 +45,19 @@ MAX_QUEUED_BYTES = 32 << 20
 
 class Refused(Exception):
     """A publish the front door turns down; the message goes back to the encoder (RTMP: an
-    `onStatus` error; WHIP: the HTTP status of the subclass)."""
-
-    http_status = 403
+    `onStatus` error; WHIP: an HTTP status by subclass, whip.REFUSALS)."""
 
 
 class UnknownKey(Refused):
     """No ingress of this input type has the stream key."""
 
-    http_status = 404
-
 
 class Busy(Refused):
     """The ingress already has a live publisher."""
 
-    http_status = 409
-
 
 class NotReady(Refused):
     """The ingress can't take a publisher yet (not reconciled, or being updated)."""
-
-    http_status = 503
 
 
 @dataclass(eq=False)
@@ -75,6 +67,7 @@ class LiveSession:
     resource_id: str
     ingress_id: str
     cr_name: str
+    input_type: InputType = InputType.RTMP
     # The pod's URL holds it: the resource id alone is public (ListIngress shows it).
     token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     # RTMP: the FLV start-up cache a late pod begins with. WHIP sends the pod messages instead.
@@ -173,9 +166,9 @@ class SessionRegistry:
             raise Refused(f"ingress is not ready: {ready.message or ready.reason}")
         if entry.ingress_id in self.by_ingress:
             raise Busy("ingress already has a live publisher")
-        session = LiveSession(ids.guid(RESOURCE_PREFIX[input_type]), entry.ingress_id, entry.name)
+        session = LiveSession(ids.guid(RESOURCE_PREFIX[input_type]), entry.ingress_id, entry.name, input_type)
         if input_type is not InputType.RTMP:
-            session.cache = None
+            session.cache = None  # WHIP sends the pod messages (`send`), not FLV
         # Taken before the first await, so a second publisher racing this one is refused.
         self.by_ingress[entry.ingress_id] = session
         self.by_resource[session.resource_id] = session
@@ -221,6 +214,12 @@ class SessionRegistry:
                 continue
             live = (entry.cr.status.state or IngressState()).status in LIVE
             await self._end_in_cr(entry.name, current.resource_id, "front door restarted", live)
+
+    def end_all(self, reason: str) -> None:
+        """End every session (the front door is stopping): each pod sees its stream or channel
+        end, and ends its session as for an encoder that left."""
+        for session in {*self.by_ingress.values(), *self.by_resource.values()}:
+            self.close(session, reason)
 
     def close(self, session: LiveSession, reason: str) -> None:
         """The encoder is gone: end the session; one no pod read yet stays readable until the

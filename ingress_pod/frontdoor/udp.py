@@ -18,6 +18,8 @@ door's CPU per packet (docs/benchmarks.md).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import struct
 from dataclasses import dataclass, field
@@ -33,30 +35,65 @@ _STUN_HEADER = struct.Struct("!HHI12s")
 _STUN_BINDING_REQUEST = 0x0001
 _STUN_MAGIC = 0x2112A442
 _STUN_USERNAME = 0x0006
+_STUN_MESSAGE_INTEGRITY = 0x0008
 RELAYED = Counter(
     "lki_frontdoor_whip_relayed_packets_total", "WHIP media packets relayed by the UDP port", ["direction"]
 )
 _TO_POD, _TO_CLIENT = RELAYED.labels("to_pod"), RELAYED.labels("to_client")
 # A flow nobody sent on for this long is closed (ICE consent checks come every few seconds).
 FLOW_IDLE_TIMEOUT = 30.0
+# A client checks from each of its interfaces: a few flows per session. The total bounds the
+# sockets the relay holds, whoever sends.
+MAX_FLOWS_PER_SESSION = 8
+MAX_FLOWS = 4096
 
 
-def stun_ufrag(packet: bytes) -> str | None:
-    """The recipient's ufrag in a STUN Binding request (the USERNAME's part before ':'), or None
-    for any other packet."""
+@dataclass(frozen=True)
+class _Route:
+    """Where a session's checks go: its pod, and the password they must be signed with."""
+
+    session: str
+    pod: tuple[str, int]
+    password: str
+
+
+@dataclass(frozen=True)
+class BindingRequest:
+    """What the relay reads of a STUN Binding request (RFC 8489): who it is for, and its
+    MESSAGE-INTEGRITY (the HMAC, and the message it covers with the length it was computed on)."""
+
+    username: str
+    integrity: bytes
+    covered: bytes
+
+    def signed_with(self, password: str) -> bool:
+        """Whether the sender knows `password` (the pod's ICE password, RFC 8445 7.2.2)."""
+        digest = hmac.new(password.encode(), self.covered, hashlib.sha1).digest()
+        return hmac.compare_digest(digest, self.integrity)
+
+
+def binding_request(packet: bytes) -> BindingRequest | None:
+    """The packet as a STUN Binding request with USERNAME and MESSAGE-INTEGRITY, or None."""
     if len(packet) < _STUN_HEADER.size:
         return None
     kind, length, magic, _ = _STUN_HEADER.unpack_from(packet)
     if kind != _STUN_BINDING_REQUEST or magic != _STUN_MAGIC or len(packet) < _STUN_HEADER.size + length:
         return None
     offset, end = _STUN_HEADER.size, _STUN_HEADER.size + length
+    username = None
     while offset + 4 <= end:
         attr, size = struct.unpack_from("!HH", packet, offset)
         if offset + 4 + size > end:
             return None
+        value = packet[offset + 4 : offset + 4 + size]
         if attr == _STUN_USERNAME:
-            username = packet[offset + 4 : offset + 4 + size].decode(errors="replace")
-            return username.split(":", 1)[0]
+            username = value.decode(errors="replace")
+        elif attr == _STUN_MESSAGE_INTEGRITY and username is not None and size == 20:
+            # The HMAC covers the message up to this attribute, its length field counting
+            # up to this attribute's end (a FINGERPRINT after it is left out).
+            covered = bytearray(packet[:offset])
+            struct.pack_into("!H", covered, 2, offset + 24 - _STUN_HEADER.size)
+            return BindingRequest(username, value, bytes(covered))
         offset += 4 + (size + 3) // 4 * 4
     return None
 
@@ -94,7 +131,8 @@ class UdpRelay(asyncio.DatagramProtocol):
         self.advertise = advertise
         self.keep_pod_candidates = keep_pod_candidates
         self.idle_timeout = idle_timeout
-        self.routes: dict[str, tuple[str, tuple[str, int]]] = {}  # ufrag → (session, pod address)
+        self.routes: dict[str, _Route] = {}  # by the USERNAME of the session's checks
+        self._tasks: set[asyncio.Task[None]] = set()
         self.flows: dict[tuple[str, int], _Flow] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -119,34 +157,54 @@ class UdpRelay(asyncio.DatagramProtocol):
         if self._transport is not None:
             self._transport.close()
 
-    def route(self, session: str, answer: str) -> str:
-        """The pod's answer for `session`, with the relay's candidate added; clients checking the
-        pod's ufrag are relayed to its candidate from now on. ValueError for an answer without."""
+    def route(self, session: str, answer: str, client_ufrag: str) -> str:
+        """The pod's answer for `session`, with the relay's candidate added. From now on, a
+        connectivity check from the client (USERNAME `<pod ufrag>:<client ufrag>`, signed with
+        the pod's password: only the client and the pod know it) opens a flow to the pod's
+        candidate. ValueError for an answer without ufrag, password or UDP host candidate."""
         rewritten, ufrag, pod = relay_answer(answer, self.advertise, self.keep_pod_candidates)
-        self.routes[ufrag] = (session, pod)
+        password = sdp.attribute([line for part in sdp.sections(answer) for line in part], "ice-pwd")
+        if not password:
+            raise ValueError("the media pod's answer has no ICE password")
+        self.routes[f"{ufrag}:{client_ufrag}"] = _Route(session, pod, password)
         return rewritten
 
     def remove_session(self, session: str) -> None:
         """The session ended: forget its route and close its flows."""
-        for ufrag in [u for u, (s, _) in self.routes.items() if s == session]:
-            del self.routes[ufrag]
+        for username in [u for u, route in self.routes.items() if route.session == session]:
+            del self.routes[username]
         for client in [c for c, f in self.flows.items() if f.session == session]:
             self._close(client)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         flow = self.flows.get(addr)
         if flow is None:
-            route = self.routes.get(stun_ufrag(data) or "")
+            route = self._route_of(data)
             if route is None:
-                return  # not a check for a live session: nothing to answer
-            flow = self.flows[addr] = _Flow(route[0])
-            asyncio.get_running_loop().create_task(self._connect(addr, flow, route[1]))
+                return  # not a check for a live session, or one too many: nothing to answer
+            flow = self.flows[addr] = _Flow(route.session)
+            task = asyncio.get_running_loop().create_task(self._connect(addr, flow, route.pod))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         flow.last_seen = asyncio.get_running_loop().time()
         if flow.upstream is None:
             flow.pending.append(data)
         else:
             flow.upstream.sendto(data)
             _TO_POD.inc()
+
+    def _route_of(self, packet: bytes) -> _Route | None:
+        """The route a new client address's first packet may open: a connectivity check for a
+        live session, signed with its pod's password, within the flow limits."""
+        check = binding_request(packet)
+        route = self.routes.get(check.username) if check else None
+        if check is None or route is None or not check.signed_with(route.password):
+            return None
+        if len(self.flows) >= MAX_FLOWS:
+            return None
+        if sum(flow.session == route.session for flow in self.flows.values()) >= MAX_FLOWS_PER_SESSION:
+            return None
+        return route
 
     def to_client(self, data: bytes, client: tuple[str, int]) -> None:
         if self._transport is not None:

@@ -15,14 +15,15 @@ import asyncio
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from ingress_operator.models import InputType
 from ingress_pod import sdp
-from ingress_pod.frontdoor.sessions import LiveSession, Refused, SessionRegistry
+from ingress_pod.frontdoor.sessions import Busy, LiveSession, NotReady, Refused, SessionRegistry, UnknownKey
 from ingress_pod.frontdoor.udp import UdpRelay
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,19 @@ CORS = {
 }
 SDP = "application/sdp"
 TRICKLE = "application/trickle-ice-sdpfrag"
+# Candidates a client may trickle into one session: a browser has a handful per interface.
+MAX_TRICKLED = 64
+# How a refusal reads in HTTP (the first class that matches).
+REFUSALS: list[tuple[type[Refused], type[web.HTTPException]]] = [
+    (UnknownKey, web.HTTPNotFound),
+    (Busy, web.HTTPConflict),
+    (NotReady, web.HTTPServiceUnavailable),
+    (Refused, web.HTTPForbidden),
+]
+
+
+class MalformedSdp(ValueError):
+    """An offer or a trickled fragment that is not what WHIP takes: the client gets 400."""
 
 
 @dataclass(eq=False)
@@ -49,14 +63,30 @@ class WhipSession:
 
     session: LiveSession
     ice_ufrag: str  # the offer's: a PATCH with another one asks for an ICE restart
+    base_url: str  # the ingress's WHIP URL, as clients reach it (behind any proxy)
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    # Settled once: {"sdp": answer}, {"error": why the pod could not answer} (the client's
+    # doing: 422), {"failed": …} (the pod's: 502) or {"ended": …} (the session ended first: 503).
     answer: asyncio.Future[dict[str, str]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    trickled: int = 0
 
     @property
     def location(self) -> str:
-        return f"{PREFIX}/{self.session.resource_id}/{self.secret}"
+        """The session's URL: under the ingress's own WHIP URL, so it works behind a proxy."""
+        return f"{self.base_url.rstrip('/')}/{self.session.resource_id}/{self.secret}"
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.session.resource_id}"'
+
+    def settle(self, outcome: dict[str, str]) -> bool:
+        """Give the POST its outcome, unless it has one; whether this one counted."""
+        if self.answer.done():
+            return False
+        self.answer.set_result(outcome)
+        return True
 
 
 class Whip:
@@ -69,6 +99,7 @@ class Whip:
         self.relay = relay
         self.answer_timeout = answer_timeout
         self.sessions: dict[str, WhipSession] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def routes(self, app: web.Application) -> None:
         """Add the WHIP endpoint, its session resources and the pods' answer URL to `app`."""
@@ -92,51 +123,62 @@ class Whip:
                 web.HTTPUnauthorized, "no stream key: POST to <url>/<stream key> or send a Bearer token"
             )
         offer = await _read_sdp(request, SDP)
-        ufrag = check_offer(offer)
+        try:
+            ufrag = check_offer(offer)
+        except MalformedSdp as err:
+            raise _error(web.HTTPBadRequest, str(err)) from None
         try:
             session = await self.registry.open(key, InputType.WHIP)
         except Refused as refusal:
             log.info("WHIP publish refused", extra={"reason": str(refusal), "peer": request.remote})
-            raise _error(_status(refusal.http_status), str(refusal)) from None
-        whip = WhipSession(session, ufrag)
+            kind = next(http for refused, http in REFUSALS if isinstance(refusal, refused))
+            raise _error(kind, str(refusal)) from None
+        entry = self.registry.store.entries.get(session.ingress_id)
+        whip = WhipSession(session, ufrag, (entry and entry.cr.status.url) or PREFIX)
         self.sessions[session.resource_id] = whip
-        asyncio.get_running_loop().create_task(self._forget_when_ended(whip))
+        self._spawn(self._forget_when_ended(whip))
         session.send(_line({"offer": offer}))
         log.info("WHIP publishing", extra={**session.log_extra, "peer": request.remote})
         try:
-            answer = await asyncio.wait_for(asyncio.shield(whip.answer), self.answer_timeout)
+            outcome = await asyncio.wait_for(asyncio.shield(whip.answer), self.answer_timeout)
         except TimeoutError:
             self.registry.fail(session, f"no media pod answered within {self.answer_timeout:g} s")
             raise _error(web.HTTPServiceUnavailable, "no media pod answered in time; try again") from None
         except asyncio.CancelledError:  # the client hung up before its answer
             self.registry.close(session, "the WHIP client left before the answer")
             raise
-        if "error" in answer:
-            raise _error(web.HTTPUnprocessableEntity, answer["error"])
-        sdp = answer["sdp"]
-        if self.relay is not None:
-            try:
-                sdp = self.relay.route(session.resource_id, sdp)
-            except ValueError as err:  # the pod's doing, not the client's
-                self.registry.fail(session, f"media pod answered without a usable candidate: {err}")
-                raise _error(web.HTTPBadGateway, str(err)) from None
-        return web.Response(
-            status=201,
-            text=sdp,
-            content_type=SDP,
-            headers={"Location": whip.location, "ETag": f'"{session.resource_id}"', "Accept-Patch": TRICKLE},
-        )
+        if "error" in outcome:
+            raise _error(web.HTTPUnprocessableEntity, outcome["error"])
+        if "failed" in outcome:
+            self.registry.fail(session, outcome["failed"])
+            raise _error(web.HTTPBadGateway, outcome["failed"])
+        if "ended" in outcome:
+            raise _error(
+                web.HTTPServiceUnavailable, f"the session ended before its answer: {outcome['ended']}"
+            )
+        headers = {"Location": whip.location, "ETag": whip.etag, "Accept-Patch": TRICKLE}
+        return web.Response(status=201, text=outcome["sdp"], content_type=SDP, headers=headers)
 
     async def patch(self, request: web.Request) -> web.Response:
         """Trickled candidates go on to the pod; an ICE restart is refused (aiortc has none)."""
         whip = self._resource(request)
+        if request.headers.get("If-Match", whip.etag) not in (whip.etag, "*"):
+            raise _error(
+                web.HTTPPreconditionFailed, f"no session with entity-tag {request.headers['If-Match']}"
+            )
         fragment = await _read_sdp(request, TRICKLE)
-        ufrag, candidates = parse_sdpfrag(fragment)
+        try:
+            ufrag, candidates = parse_sdpfrag(fragment)
+        except MalformedSdp as err:
+            raise _error(web.HTTPBadRequest, str(err)) from None
         if ufrag and ufrag != whip.ice_ufrag:
             raise _error(
                 web.HTTPUnprocessableEntity,
                 "ICE restart is not supported: DELETE this session and POST a new offer",
             )
+        whip.trickled += len(candidates)
+        if whip.trickled > MAX_TRICKLED:
+            raise _error(web.HTTPTooManyRequests, f"more than {MAX_TRICKLED} trickled candidates")
         for mid, candidate in candidates:
             whip.session.send(_line({"candidate": candidate, "mid": mid}))
         return web.Response(status=204)
@@ -148,15 +190,32 @@ class Whip:
         return web.Response(status=200)
 
     async def pod_answer(self, request: web.Request) -> web.Response:
-        """The media pod's answer to the offer, or why it has none (it writes ERROR itself)."""
+        """The media pod's answer to the offer, or why it has none (it writes ERROR itself).
+        The relay's route is in place before the client has the answer."""
         session = self.registry.reader(request.match_info["resource_id"], request.match_info["token"])
         whip = self.sessions.get(request.match_info["resource_id"])
         if session is None or whip is None or whip.session is not session:
             raise web.HTTPNotFound(text="no such session\n")
-        body = await request.json()
-        if whip.answer.done() or session.ended.is_set():
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not any(isinstance(body.get(k), str) for k in ("sdp", "error")):
+            whip.settle({"failed": "the media pod's answer is malformed"})
+            raise web.HTTPBadRequest(text='an answer is {"sdp": …} or {"error": …}\n')
+        if session.ended.is_set() or whip.answer.done():
             raise web.HTTPGone(text="the client is gone\n")
-        whip.answer.set_result({k: str(v) for k, v in body.items() if k in ("sdp", "error")})
+        if isinstance(body.get("error"), str):
+            whip.settle({"error": body["error"]})
+            return web.Response(status=204)
+        answer = body["sdp"]
+        if self.relay is not None:
+            try:
+                answer = self.relay.route(session.resource_id, answer, whip.ice_ufrag)
+            except ValueError as err:
+                whip.settle({"failed": f"the media pod's answer has no usable candidate: {err}"})
+                raise web.HTTPBadRequest(text=f"{err}\n") from None
+        whip.settle({"sdp": answer})
         return web.Response(status=204)
 
     def _resource(self, request: web.Request) -> WhipSession:
@@ -165,9 +224,16 @@ class Whip:
             raise _error(web.HTTPNotFound, "no such WHIP session")
         return whip
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _forget_when_ended(self, whip: WhipSession) -> None:
-        """A session ended from any side (DELETE, the pod, the operator) frees its ingress."""
+        """A session ended from any side (DELETE, the pod, the operator) frees its ingress, and
+        a POST still waiting for its answer gets the reason at once."""
         await whip.session.ended.wait()
+        whip.settle({"ended": whip.session.end_reason})
         self.registry.close(whip.session, whip.session.end_reason)
         self.sessions.pop(whip.session.resource_id, None)
         if self.relay is not None:
@@ -192,21 +258,22 @@ async def cors(
 
 
 def check_offer(offer: str) -> str:
-    """The offer's ICE username fragment; raises 400 for what is not a usable SDP offer."""
+    """The offer's ICE username fragment; MalformedSdp for what is not a usable SDP offer."""
     parts = sdp.sections(offer)
     if parts[0][:1] != ["v=0"]:
-        raise _error(web.HTTPBadRequest, "malformed SDP offer: it must start with v=0")
+        raise MalformedSdp("malformed SDP offer: it must start with v=0")
     if not any(part[0].startswith(("m=audio ", "m=video ")) for part in parts[1:]):
-        raise _error(web.HTTPBadRequest, "malformed SDP offer: no audio or video media section")
+        raise MalformedSdp("malformed SDP offer: no audio or video media section")
     ufrag = sdp.attribute([line for part in parts for line in part], "ice-ufrag")
     if not ufrag:
-        raise _error(web.HTTPBadRequest, "malformed SDP offer: no a=ice-ufrag")
+        raise MalformedSdp("malformed SDP offer: no a=ice-ufrag")
     return ufrag
 
 
 def parse_sdpfrag(fragment: str) -> tuple[str, list[tuple[str | None, str]]]:
     """(ICE ufrag or "", [(mid, candidate line)]) of a trickle-ice-sdpfrag body (RFC 8840); an
-    `a=end-of-candidates` becomes an empty candidate."""
+    `a=end-of-candidates` becomes an empty candidate. MalformedSdp for a candidate that is not
+    one (RFC 8839 5.1)."""
     ufrag, mid, candidates = "", None, []
     for line in fragment.replace("\r\n", "\n").split("\n"):
         if line.startswith("a=ice-ufrag:"):
@@ -214,10 +281,19 @@ def parse_sdpfrag(fragment: str) -> tuple[str, list[tuple[str | None, str]]]:
         elif line.startswith("a=mid:"):
             mid = line.split(":", 1)[1].strip()
         elif line.startswith("a=candidate:"):
-            candidates.append((mid, line[2:].strip()))
+            candidates.append((mid, _candidate(line[2:].strip())))
         elif line.startswith("a=end-of-candidates"):
             candidates.append((mid, ""))
     return ufrag, candidates
+
+
+def _candidate(line: str) -> str:
+    """`line` (`candidate:…`) if it has a candidate's fields, else MalformedSdp."""
+    fields = line.split()
+    numbers = (fields[1], fields[3], fields[5]) if len(fields) >= 8 else ()
+    if len(fields) < 8 or fields[6] != "typ" or not all(n.isdigit() for n in numbers):
+        raise MalformedSdp(f"malformed candidate: {line[:200]}")
+    return line
 
 
 async def _read_sdp(request: web.Request, content_type: str) -> str:
@@ -244,12 +320,6 @@ def _bearer(request: web.Request) -> str:
 
 def _line(message: dict[str, object]) -> bytes:
     return json.dumps(message).encode() + b"\n"
-
-
-def _status(code: int) -> type[web.HTTPException]:
-    return {404: web.HTTPNotFound, 409: web.HTTPConflict, 503: web.HTTPServiceUnavailable}.get(
-        code, web.HTTPForbidden
-    )
 
 
 def _error(kind: type[web.HTTPException], message: str) -> web.HTTPException:

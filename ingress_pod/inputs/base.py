@@ -13,7 +13,7 @@ import av
 from av.audio.frame import AudioFrame
 
 from ingress_pod.inputs.codecs import mime_type
-from ingress_pod.inputs.errors import InputError
+from ingress_pod.inputs.errors import InputError, no_media
 from ingress_pod.inputs.handoff import DropOldestQueue
 from ingress_pod.inputs.stats import RateWindow
 
@@ -105,6 +105,10 @@ class MediaInput(Generic[V]):
     def start(self) -> None:
         """Start reading."""
         raise NotImplementedError
+
+    def no_media(self, timeout: float) -> InputError:
+        """The error for an input that brought no stream within `timeout` seconds."""
+        return no_media(timeout)
 
     def info(self) -> InputInfo:
         """The streams as they are now (once `opened`): a live input may change its picture size."""

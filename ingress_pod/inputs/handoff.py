@@ -55,6 +55,13 @@ class DropOldestQueue(Generic[T]):
                 self._armed = True
             await self._ready.wait()
 
+    def clear(self) -> int:
+        """Drop every queued item; how many there were."""
+        with self._lock:
+            count = len(self._items)
+            self._items.clear()
+        return count
+
     async def drained(self) -> None:
         """Wait until the consumer has taken every queued item (once nothing more is put)."""
         while self._items:

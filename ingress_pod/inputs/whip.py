@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +46,7 @@ from ingress_pod.inputs import jitter
 from ingress_pod.inputs.answer import shape
 from ingress_pod.inputs.base import VIDEO_QUEUE, AudioInfo, InputInfo, MediaInput, Resampler, VideoInfo
 from ingress_pod.inputs.encoded import EncodedUnit, FrameSizer
-from ingress_pod.inputs.errors import InputError, Unreachable, Unsupported
+from ingress_pod.inputs.errors import InputError, NoMedia, Unreachable, Unsupported
 
 log = logging.getLogger(__name__)
 # aioice logs every candidate pair's every state change at INFO: a dozen lines per session.
@@ -88,7 +89,7 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
         self.video_codec = ""  # as negotiated: "VP8" or "H264"
         self._pc: RTCPeerConnection | None = None
         self._task: asyncio.Task[None] | None = None
-        self._tracks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # per track, and RTCP sends
         self._expected: set[str] = set()
         self._video_info: VideoInfo | None = None
         self._audio_info: AudioInfo | None = None
@@ -120,7 +121,7 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
         # for the RTX one is ignored, so both get one. aiortc sends PLIs itself after a loss:
         # this is the same call, for the room's requests.
         for source in receiver.getSynchronizationSources():
-            self._loop.create_task(receiver._send_rtcp_pli(source.source))
+            self._spawn(receiver._send_rtcp_pli(source.source))
 
     def limit_bitrate(self, bps: int) -> None:
         """Cap the client's video bitrate (RTCP REMB) at what the room's side can carry: past
@@ -131,7 +132,21 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
         ssrcs = [source.source for source in receiver.getSynchronizationSources()]
         if ssrcs:
             remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=0, media_ssrc=0, fci=pack_remb_fci(bps, ssrcs))
-            self._loop.create_task(receiver._send_rtcp(remb))
+            self._spawn(receiver._send_rtcp(remb))
+
+    def no_media(self, timeout: float) -> InputError:
+        """Why nothing arrived: the connection never came up, or it came up without media."""
+        if self._pc is None or self._pc.connectionState != "connected":
+            return NoMedia(
+                f"no WebRTC connection within {timeout:g} s: the client's UDP did not reach the pod "
+                "(blocked, or frontdoor.whip.advertise is not an address the client can reach)"
+            )
+        return super().no_media(timeout)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _receiver(self, kind: str) -> RTCRtpReceiver | None:
         if self._pc is None:
@@ -158,7 +173,7 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
             outcome = InputError(f"internal error in the WHIP session: {err}")
         finally:
             self._closing = True
-            for task in self._tracks:
+            for task in list(self._tasks):
                 task.cancel()
             if self._pc is not None:
                 await self._pc.close()
@@ -176,8 +191,8 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
             try:
                 answer = await self._answer(offer)
             except InputError as err:
-                await http.post(f"{channel}/answer", json={"error": err.message})
-                raise
+                async with http.post(f"{channel}/answer", json={"error": err.message}):
+                    raise
             async with http.post(f"{channel}/answer", json={"sdp": answer}) as posted:
                 if posted.status != 204:
                     return None  # the client gave up waiting: nothing to serve
@@ -190,11 +205,19 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
     async def _answer(self, offer: str) -> str:
         """The SDP answer to `offer`: VP8/H.264 and Opus, candidates on the pod's address."""
         try:
-            parsed = SessionDescription.parse(offer)
-        except (ValueError, IndexError) as err:
-            raise NegotiationFailed(f"negotiation failed: malformed SDP offer ({err})") from None
+            return await self._negotiate(offer)
+        except InputError:
+            raise
+        except Exception as err:  # aiortc raises what its SDP parsing hits (KeyError, AssertionError, …)
+            raise NegotiationFailed(f"negotiation failed: {type(err).__name__} {err}".rstrip()) from None
+
+    async def _negotiate(self, offer: str) -> str:
+        parsed = SessionDescription.parse(offer)
+        # What the client sends (a section without a direction is sendrecv).
         self._expected = {
-            m.kind for m in parsed.media if m.kind in ("audio", "video") and m.direction != "inactive"
+            m.kind
+            for m in parsed.media
+            if m.kind in ("audio", "video") and (m.direction or "sendrecv") in ("sendonly", "sendrecv")
         }
         if not self._expected:
             raise NegotiationFailed("negotiation failed: the offer has no audio or video to send")
@@ -229,12 +252,16 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
         if self._pc is None or "candidate" not in event:
             return
         line = event["candidate"]
-        candidate = candidate_from_sdp(line.removeprefix("a=").removeprefix("candidate:")) if line else None
-        if candidate is not None:
-            # Media is bundled: a candidate without a mid belongs to the first section.
-            candidate.sdpMid = event.get("mid")
-            candidate.sdpMLineIndex = None if candidate.sdpMid else 0
-        with contextlib.suppress(ValueError):  # a candidate aiortc can't use (TCP, mDNS) is skipped
+        # A candidate aiortc can't parse or use (TCP, mDNS, a field out of range) is skipped:
+        # the client's other candidates may do.
+        with contextlib.suppress(ValueError, AssertionError, IndexError):
+            candidate = (
+                candidate_from_sdp(line.removeprefix("a=").removeprefix("candidate:")) if line else None
+            )
+            if candidate is not None:
+                # Media is bundled: a candidate without a mid belongs to the first section.
+                candidate.sdpMid = event.get("mid")
+                candidate.sdpMLineIndex = None if candidate.sdpMid else 0
             await self._pc.addIceCandidate(candidate)
 
     def _on_connection_state(self) -> None:
@@ -247,8 +274,7 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
             self._task.cancel()
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        task = self._loop.create_task(self._receive(track))
-        self._tracks.add(task)
+        self._spawn(self._receive(track))
 
     async def _receive(self, track: MediaStreamTrack) -> None:
         first = True
@@ -271,7 +297,7 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
                         self.audio.put(out)
                 if first:
                     first = False
-                    self._loop.create_task(self._opening())
+                    self._spawn(self._opening())
 
     def info(self) -> InputInfo:
         """The streams now: the picture size follows the client's."""
@@ -287,6 +313,8 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
         if self.video.put(frame):
             metrics.FRAMES_DROPPED.labels("video", "late").inc()
             if isinstance(frame, EncodedUnit):
+                # What is queued follows the frame just dropped: none of it would decode.
+                metrics.FRAMES_DROPPED.labels("video", "late").inc(self.video.clear())
                 self._awaiting_keyframe = True
                 self.request_keyframe()
 

@@ -55,19 +55,13 @@ class Page:
                     return report
 
 
-def frontdoor_origin(whip_url: str) -> str:
-    """The front door's HTTP origin (its /metrics, its session URLs), from a WHIP URL."""
-    parts = urllib.parse.urlsplit(whip_url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
 async def relayed_packets(whip_url: str) -> float:
     """Packets the front door's UDP relay has passed to media pods so far (its /metrics)."""
     sample = 'lki_frontdoor_whip_relayed_packets_total{direction="to_pod"}'
     timeout = aiohttp.ClientTimeout(total=5)
     async with (
         aiohttp.ClientSession(timeout=timeout) as http,
-        http.get(f"{frontdoor_origin(whip_url)}/metrics") as resp,
+        http.get(urllib.parse.urljoin(whip_url, "/metrics")) as resp,
     ):
         text = await resp.text()
     return float(next(line for line in text.splitlines() if line.startswith(sample)).split()[-1])
