@@ -213,11 +213,11 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
 
     async def _negotiate(self, offer: str) -> str:
         parsed = SessionDescription.parse(offer)
-        # What the client sends (a section without a direction is sendrecv).
+        # What the client sends (aiortc refuses a section without a direction further on).
         self._expected = {
             m.kind
             for m in parsed.media
-            if m.kind in ("audio", "video") and (m.direction or "sendrecv") in ("sendonly", "sendrecv")
+            if m.kind in ("audio", "video") and m.direction in ("sendonly", "sendrecv")
         }
         if not self._expected:
             raise NegotiationFailed("negotiation failed: the offer has no audio or video to send")

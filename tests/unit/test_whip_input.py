@@ -1,14 +1,16 @@
 """WhipInput against a real WebRTC client: aiortc sending synthetic video and audio over
 127.0.0.1, with a small aiohttp server in the front door's place (it serves the offer on the
-session channel, takes the pod's answer, can trickle candidates, and closes to end)."""
+session channel, takes the pod's answer, can trickle candidates, and closes to end); offers and
+candidates it can't take, why no media came, and pass-through's queue overflowing."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -31,12 +33,13 @@ from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, unpack_remb
 from aiortc.sdp import candidate_from_sdp
 from av.audio.frame import AudioFrame
 from av.video.frame import VideoFrame
+from prometheus_client import REGISTRY
 
 from ingress_pod.inputs.base import InputInfo
 from ingress_pod.inputs.encoded import EncodedUnit
-from ingress_pod.inputs.errors import InputError, Unsupported
+from ingress_pod.inputs.errors import InputError, NoMedia, Unsupported, no_media
 from ingress_pod.inputs.handoff import DropOldestQueue
-from ingress_pod.inputs.whip import TAKES, NegotiationFailed, WhipInput, WhipOptions
+from ingress_pod.inputs.whip import FORWARD_QUEUE, TAKES, NegotiationFailed, WhipInput, WhipOptions
 
 LOOPBACK = "127.0.0.1"
 WIDTH, HEIGHT = 320, 240
@@ -371,3 +374,187 @@ async def test_the_input_state_follows_the_clients_picture_size(channel: Channel
                 pass
         now = source.info().video
         assert now is not None and (now.width, now.height) == (WIDTH // 2, HEIGHT // 2)
+
+
+NOTHING_TO_SEND = "negotiation failed: the offer has no audio or video to send"
+
+
+def directions(*replacements: str) -> Callable[[str], str]:
+    """An offer's `a=sendonly` lines made `replacements`, in order."""
+
+    def munge(offer: str) -> str:
+        for replacement in replacements:
+            offer = offer.replace("a=sendonly", f"a={replacement}", 1)
+        assert "a=sendonly" not in offer
+        return offer
+
+    return munge
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """What was logged at ERROR, or with a traceback."""
+    return [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
+
+
+@pytest.mark.parametrize(
+    ("munge", "message"),
+    [
+        (
+            lambda offer: re.sub(r"^a=setup:\S+", "a=setup:bogus", offer, flags=re.M),
+            "negotiation failed: KeyError",
+        ),
+        (
+            lambda offer: re.sub(r"^(a=rtpmap:\d+ VP8)/90000", r"\1", offer, flags=re.M),
+            "negotiation failed: IndexError",
+        ),
+        (
+            lambda offer: re.sub(r"^m=video \d+", "m=video x", offer, flags=re.M),
+            "negotiation failed: AssertionError",
+        ),
+        (directions("recvonly", "recvonly"), NOTHING_TO_SEND),
+        (directions("inactive", "inactive"), NOTHING_TO_SEND),
+        (directions("recvonly", "inactive"), NOTHING_TO_SEND),
+    ],
+    ids=[
+        "setup-bogus",
+        "rtpmap-without-clock",
+        "port-not-a-number",
+        "recvonly",
+        "inactive",
+        "recvonly-inactive",
+    ],
+)
+async def test_an_offer_aiortc_cannot_take_fails_negotiation(
+    channel: Channel, caplog: pytest.LogCaptureFixture, munge: Callable[[str], str], message: str
+) -> None:
+    # The client's doing, not a bug: the client hears why (422) and no traceback is logged.
+    pc = client()
+    channel.offer = munge(await make_offer(pc))
+    async with whip_input(channel, pc) as source:
+        posted = await channel.next_answer()
+        outcome = await ended(source)
+    assert type(outcome) is NegotiationFailed and outcome.message.startswith(message), outcome
+    assert posted == {"error": outcome.message}
+    assert errors(caplog) == []
+
+
+async def test_a_sendrecv_offer_is_answered(channel: Channel) -> None:
+    # What a client sends may also be what it would receive: the pod only receives.
+    pc = client()
+    channel.offer = directions("sendrecv", "sendrecv")(await make_offer(pc))
+    async with whip_input(channel, pc) as source:
+        answer = await channel.next_answer()
+        assert answer["sdp"].count("a=recvonly") == 2, answer
+        assert source._expected == {"video", "audio"}
+
+
+async def test_a_malformed_trickled_candidate_is_skipped(
+    channel: Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    pc = client(audio=None)
+    channel.offer, candidates = without_candidates(await make_offer(pc))
+    malformed = [
+        "candidate:1 1 udp 2130706431 1.2.3.4 5000",  # no type: aiortc asserts
+        "candidate:1 1 udp high 1.2.3.4 5000 typ host",
+        "candidate:",
+    ]
+    for candidate in [*malformed, *candidates, ""]:
+        channel.lines.put_nowait({"candidate": candidate, "mid": "0"})
+    async with session(channel, pc) as source:
+        assert (await units(source, 1))[0].keyframe
+        # The client's good candidates, trickled after the bad ones, still reached the pod's agent.
+        assert source._pc is not None
+        ice = source._pc.getTransceivers()[0].receiver.transport.transport
+        known = {(c.type, c.ip, c.port) for c in ice.getRemoteCandidates()}
+        parsed = [candidate_from_sdp(line.removeprefix("candidate:")) for line in candidates]
+        assert {("host", c.ip, c.port) for c in parsed} <= known, known
+        assert not source.ended.done()
+    assert errors(caplog) == []
+
+
+def no_connection(timeout: float) -> str:
+    return (
+        f"no WebRTC connection within {timeout:g} s: the client's UDP did not reach the pod "
+        "(blocked, or frontdoor.whip.advertise is not an address the client can reach)"
+    )
+
+
+async def test_no_media_names_the_webrtc_connection_until_it_is_up(channel: Channel) -> None:
+    options = WhipOptions(channel.url, LOOPBACK, pass_through=True, open_timeout=WAIT)
+    unstarted = WhipInput(options, asyncio.get_running_loop()).no_media(1.5)
+    assert type(unstarted) is NoMedia and unstarted.message == no_connection(1.5)
+
+    pc = client(audio=None)
+    channel.offer = await make_offer(pc)
+    async with whip_input(channel, pc) as source:
+        answer = await channel.next_answer()
+        # Answered, but the client never takes the answer: no connection.
+        assert source._pc is not None and source._pc.connectionState != "connected"
+        assert source.no_media(1.5).message == no_connection(1.5)
+
+        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        await units(source, 1)
+        connected = source.no_media(1.5)
+        assert type(connected) is NoMedia and connected.message == no_media(1.5).message
+
+
+def dropped(reason: str) -> float:
+    """Video frames dropped for `reason` so far."""
+    labels = {"kind": "video", "reason": reason}
+    return REGISTRY.get_sample_value("lki_media_frames_dropped_total", labels) or 0.0
+
+
+def encoded(timestamp_us: int, keyframe: bool = False) -> EncodedUnit:
+    return EncodedUnit("VP8", bytes([0 if keyframe else 1]), keyframe, WIDTH, HEIGHT, timestamp_us)
+
+
+async def test_a_pass_through_overflow_clears_the_queue_until_a_keyframe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source = WhipInput(WhipOptions("http://127.0.0.1:9/unused", LOOPBACK, True), asyncio.get_running_loop())
+    requests: list[None] = []
+    monkeypatch.setattr(source, "request_keyframe", lambda: requests.append(None))
+    late, waited = dropped("late"), dropped("keyframe_wait")
+    for at in range(FORWARD_QUEUE):
+        source._put_video(encoded(at, keyframe=at == 0))
+    assert len(source.video) == FORWARD_QUEUE and requests == []
+
+    # One too many: the oldest goes, and with it everything after it (none of it would decode).
+    source._put_video(encoded(FORWARD_QUEUE))
+    assert len(source.video) == 0 and len(requests) == 1
+    assert dropped("late") - late == FORWARD_QUEUE + 1
+    for at in range(FORWARD_QUEUE + 1, FORWARD_QUEUE + 4):
+        source._put_video(encoded(at))
+    assert len(source.video) == 0 and dropped("keyframe_wait") - waited == 3
+
+    source._put_video(encoded(100, keyframe=True))
+    source._put_video(encoded(101))
+    assert [(unit.timestamp_us, unit.keyframe) for unit in await units(source, 2)] == [
+        (100, True),
+        (101, False),
+    ]
+    assert len(requests) == 1
+
+
+async def test_after_a_real_overflow_a_keyframe_comes_first(channel: Channel) -> None:
+    pc = client(audio=None)
+    async with session(channel, pc) as source:
+        assert (await units(source, 1))[0].keyframe
+        late = dropped("late")
+        # Left unread, the queue fills in a second (30 fps) and the next frame overflows it.
+        for _ in range(int(WAIT / 0.05)):
+            if dropped("late") > late:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"the queue did not overflow in {WAIT:g} s")
+        # Not the oldest delta frames of the queue: the keyframe the overflow asked the client for.
+        assert (await units(source, 1))[0].keyframe
+
+
+async def test_drop_oldest_queue_clear() -> None:
+    queue: DropOldestQueue[int] = DropOldestQueue(asyncio.get_running_loop(), 3)
+    for item in range(5):
+        queue.put(item)
+    assert queue.clear() == 3 and len(queue) == 0
+    assert queue.clear() == 0
