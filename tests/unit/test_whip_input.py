@@ -251,6 +251,15 @@ def without_candidates(sdp: str) -> tuple[str, list[str]]:
     return stripped, candidates
 
 
+def assert_known_to_the_pod(source: WhipInput, candidates: list[str]) -> None:
+    """The pod's ICE agent has these host candidates (`candidate:…` lines) as remote ones."""
+    assert source._pc is not None
+    ice = source._pc.getTransceivers()[0].receiver.transport.transport
+    known = {(c.type, c.ip, c.port) for c in ice.getRemoteCandidates()}
+    parsed = [candidate_from_sdp(line.removeprefix("candidate:")) for line in candidates]
+    assert {("host", c.ip, c.port) for c in parsed} <= known, known
+
+
 async def test_trickled_candidates_reach_the_pods_ice_agent(channel: Channel) -> None:
     pc = client(audio=None)
     channel.offer, candidates = without_candidates(await make_offer(pc))
@@ -261,11 +270,7 @@ async def test_trickled_candidates_reach_the_pods_ice_agent(channel: Channel) ->
         assert (await units(source, 1))[0].keyframe
         # ICE connects without them too (the pod learns the client's address from its checks, as a
         # peer-reflexive candidate): only the pod's agent tells that the trickled host ones arrived.
-        assert source._pc is not None
-        ice = source._pc.getTransceivers()[0].receiver.transport.transport
-        known = {(c.type, c.ip, c.port) for c in ice.getRemoteCandidates()}
-        parsed = [candidate_from_sdp(line.removeprefix("candidate:")) for line in candidates]
-        assert {("host", c.ip, c.port) for c in parsed} <= known, known
+        assert_known_to_the_pod(source, candidates)
 
 
 async def test_request_keyframe_brings_a_keyframe(channel: Channel) -> None:
@@ -463,11 +468,7 @@ async def test_a_malformed_trickled_candidate_is_skipped(
     async with session(channel, pc) as source:
         assert (await units(source, 1))[0].keyframe
         # The client's good candidates, trickled after the bad ones, still reached the pod's agent.
-        assert source._pc is not None
-        ice = source._pc.getTransceivers()[0].receiver.transport.transport
-        known = {(c.type, c.ip, c.port) for c in ice.getRemoteCandidates()}
-        parsed = [candidate_from_sdp(line.removeprefix("candidate:")) for line in candidates]
-        assert {("host", c.ip, c.port) for c in parsed} <= known, known
+        assert_known_to_the_pod(source, candidates)
         assert not source.ended.done()
     assert errors(caplog) == []
 
