@@ -1,7 +1,8 @@
-"""What the media benchmarks (bench/rtmp.py, bench/url.py) share: CPU and memory accounting of
-processes and threads from /proc, a client of the stack that finds a session's media pod and
-reads its counters and log, one steady measurement window over a pod, the ffmpeg reference
-pipeline, and a few printing helpers.
+"""What the media benchmarks (bench/rtmp.py, bench/url.py, bench/whip.py) share: CPU and memory
+accounting of processes and threads from /proc, a client of the stack that finds a session's
+media pod and reads its counters and log, one steady measurement window over a pod, the
+glass-to-room reading of stamped frames, the ffmpeg reference pipeline, and a few printing
+helpers.
 
 A module for the scripts to import, not a benchmark: run by `make bench` (every bench/*.py),
 it only imports.
@@ -321,6 +322,32 @@ async def first_frame(subs: Sequence[media.Subscriber], within: float = 60) -> f
             return time.monotonic()
         await asyncio.sleep(0.05)
     raise TimeoutError("no video frame reached a subscriber")
+
+
+async def stamp_ages(stream: Any, seconds: float, settle: float) -> tuple[list[int], int]:
+    """Glass-to-room latency of each frame `stream` (an rtc.VideoStream) hands over for
+    `seconds`, after `settle` seconds from its first frame (jitter buffers and encoders settle):
+    its arrival minus the stamp in its picture (tests/e2e/media.py); and how many frames had no
+    readable stamp. A stream that stops delivering ends the reading."""
+    ages: list[int] = []
+    unreadable = 0
+    first: float | None = None
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(settle + seconds + 10):
+            async for event in stream:
+                now = media.stamp_now()
+                mono = time.monotonic()
+                first = first or mono
+                if mono - first >= settle + seconds:
+                    break
+                if mono - first < settle:
+                    continue
+                value = media.read_stamp(media.i420_luma(event.frame))
+                if value is None:
+                    unreadable += 1
+                else:
+                    ages.append(media.stamp_age_ms(value, now))
+    return ages, unreadable
 
 
 # --- one steady window over a media pod -----------------------------------------------------------

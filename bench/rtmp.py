@@ -55,6 +55,7 @@ from common import (  # first: it puts the repository on sys.path, for tests.e2e
     print_pod_cpu,
     print_reference,
     run_reference,
+    stamp_ages,
 )
 from livekit import api
 
@@ -206,27 +207,11 @@ async def latency(bench: Bench, seconds: float, size: str) -> Latency:
     run_for = seconds + 30  # start-up and the skipped first seconds
     child = [__file__, "--stamp-source", url, "--stamp-seconds", str(run_for), "--stamp-size", size]
     source = await asyncio.create_subprocess_exec(sys.executable, *child, stdout=asyncio.subprocess.PIPE)
-    ages: list[int] = []
-    unreadable = 0
     try:
         async with bench.subscriber(info.room_name) as sub:
             got = await sub.tracks_of(info.participant_identity, kinds=("video",))
             assert got.video_track is not None
-            stream = sub.video_stream(got.video_track)
-            first: float | None = None
-            async for event in stream:
-                now = media.stamp_now()
-                mono = time.monotonic()
-                first = first or mono
-                if mono - first < 2:  # the jitter buffer and the encoder settle
-                    continue
-                value = media.read_stamp(media.i420_luma(event.frame))
-                if value is None:
-                    unreadable += 1
-                else:
-                    ages.append(media.stamp_age_ms(value, now))
-                if mono - first >= seconds + 2:
-                    break
+            ages, unreadable = await stamp_ages(sub.video_stream(got.video_track), seconds, settle=2)
     finally:
         source.terminate()
         out, _ = await source.communicate()

@@ -59,8 +59,9 @@ from common import (  # first: it puts the repository on sys.path, for tests.e2e
     own_pid_group,
     pct,
     print_pod_cpu,
+    stamp_ages,
 )
-from livekit import api, rtc
+from livekit import api
 
 from local_stack.stack import running_or_private
 from tests.e2e import browser, media
@@ -245,7 +246,7 @@ async def one_session(
                 relayed1 = await bench.relayed_packets(session.info.url)
                 state = await bench.input_state(session.info.ingress_id)
                 encoder = await page.next("stats", within=10, fresh=True)
-                ages, unreadable = await stamp_ages(sub.video_stream(got.video_track), latency_s)
+                ages, unreadable = await stamp_ages(sub.video_stream(got.video_track), latency_s, settle=1)
         finally:
             stop_rss.set()
             await rss_task
@@ -288,30 +289,6 @@ async def steady(sub: media.Subscriber, width: int | None, within: float) -> flo
             return time.monotonic() - started
         before = after
     return None
-
-
-async def stamp_ages(stream: rtc.VideoStream, seconds: float) -> tuple[list[int], int]:
-    """Glass-to-room latency of each frame `stream` hands over in `seconds`, after a first second
-    to let the new stream settle: its arrival minus the page's stamp in it; and how many frames
-    had no readable stamp."""
-    ages: list[int] = []
-    unreadable = 0
-    start = time.monotonic()
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds + 10):  # a stream that stops delivering ends the reading
-            async for event in stream:
-                now = media.stamp_now()
-                elapsed = time.monotonic() - start
-                if elapsed >= seconds + 1:
-                    break
-                if elapsed < 1:
-                    continue
-                value = media.read_stamp(media.i420_luma(event.frame))
-                if value is None:
-                    unreadable += 1
-                else:
-                    ages.append(media.stamp_age_ms(value, now))
-    return ages, unreadable
 
 
 # --- printing -------------------------------------------------------------------------------------
