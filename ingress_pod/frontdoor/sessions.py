@@ -1,5 +1,6 @@
 """Sessions on the front door: the policy of who may publish, and the hand-over of one encoder's
-FLV stream to the media pod that serves its session.
+stream (RTMP: its FLV; WHIP: the offer and candidates, frontdoor.whip) to the media pod that
+serves its session.
 
 An encoder's publish becomes a session when its stream key names an enabled ingress with no
 live publisher: the front door writes `status.session` (and state BUFFERING) into the CR, the

@@ -96,7 +96,6 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
         self._resampler = Resampler(options.audio_channels)
         self._awaiting_keyframe = False
         self._closing = False
-        self._video_size = (0, 0)
         self._last_keyframe_request = -KEYFRAME_REQUEST_INTERVAL
 
     def start(self) -> None:
@@ -283,9 +282,9 @@ class WhipInput(MediaInput[VideoFrame | EncodedUnit]):
                 frame: Any = await track.recv()  # a VideoFrame, an EncodedUnit (see _Tap) or an AudioFrame
                 if track.kind == "video":
                     self._put_video(frame)
-                    if (frame.width, frame.height) != self._video_size:
+                    info = self._video_info
+                    if info is None or (info.width, info.height) != (frame.width, frame.height):
                         # A browser changes its picture size with its bandwidth and CPU.
-                        self._video_size = frame.width, frame.height
                         self._video_info = VideoInfo(self.video_codec.lower(), frame.width, frame.height, 0.0)
                 else:
                     assert isinstance(frame, AudioFrame)
